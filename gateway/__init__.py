@@ -1,0 +1,1 @@
+"""Payment-gated deploy gateway for autonomous agents."""
