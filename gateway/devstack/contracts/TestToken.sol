@@ -1,0 +1,58 @@
+// SPDX-License-Identifier: MIT
+pragma solidity 0.8.28;
+
+/// @title TestToken
+/// @notice Minimal 6-decimal ERC-20 for local chains only. Installed with `anvil_setCode` at the
+///         canonical USDC/USDT addresses, so it must hold no constructor state: every value it
+///         needs is a constant or lives in storage that starts at zero.
+/// @dev Storage layout is part of the contract with the test suite:
+///      slot 0 = balances (a holder's balance is at keccak(pad32(holder) || pad32(0))),
+///      slot 1 = allowances, slot 2 = totalSupply.
+contract TestToken {
+    mapping(address => uint256) public balanceOf;
+    mapping(address => mapping(address => uint256)) public allowance;
+    uint256 public totalSupply;
+
+    string public constant name = "Test USD";
+    string public constant symbol = "TUSD";
+    uint8 public constant decimals = 6;
+
+    event Transfer(address indexed from, address indexed to, uint256 value);
+    event Approval(address indexed owner, address indexed spender, uint256 value);
+
+    /// @notice Open mint: anyone may create tokens. Emits Transfer(0, to, amount) like a bridge mint.
+    function mint(address to, uint256 amount) external {
+        totalSupply += amount;
+        balanceOf[to] += amount;
+        emit Transfer(address(0), to, amount);
+    }
+
+    function transfer(address to, uint256 amount) external returns (bool) {
+        _move(msg.sender, to, amount);
+        return true;
+    }
+
+    function transferFrom(address from, address to, uint256 amount) external returns (bool) {
+        uint256 allowed = allowance[from][msg.sender];
+        if (allowed != type(uint256).max) {
+            require(allowed >= amount, "TestToken: insufficient allowance");
+            allowance[from][msg.sender] = allowed - amount;
+        }
+        _move(from, to, amount);
+        return true;
+    }
+
+    function approve(address spender, uint256 amount) external returns (bool) {
+        allowance[msg.sender][spender] = amount;
+        emit Approval(msg.sender, spender, amount);
+        return true;
+    }
+
+    function _move(address from, address to, uint256 amount) private {
+        uint256 held = balanceOf[from];
+        require(held >= amount, "TestToken: insufficient balance");
+        balanceOf[from] = held - amount;
+        balanceOf[to] += amount;
+        emit Transfer(from, to, amount);
+    }
+}
