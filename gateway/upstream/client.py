@@ -1,0 +1,491 @@
+"""The CreateOS REST client: the only module that talks HTTP to CreateOS.
+
+One ``httpx.AsyncClient`` per instance (create one per process and share it). Every httpx
+exception becomes an ``UpstreamError`` in ``_httpx_errors_mapped``; every reply goes through
+``parse_envelope``; every result is a frozen dataclass from ``models``.
+
+Retries (UPSTREAM.md section 6):
+
+- Safe calls (GETs, the name check, DELETE, suspend/unsuspend) are retried on connect
+  errors, timeouts, dropped connections, 5xx and 429, with exponential backoff and jitter.
+  A 429's Retry-After is honoured when it is at most ``max_retry_after`` seconds; a longer
+  one is raised at once as ``UpstreamThrottled`` for the caller to pass on.
+- Create and the uploads are not idempotent: they are retried only when the request never
+  left (connect error, no free connection). After any other failure ``may_have_applied``
+  says whether CreateOS may have acted; the deploy flow then reads state with
+  ``find_project_by_name`` / ``list_deployments`` before acting again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import random
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+import httpx
+
+from gateway.upstream.envelope import parse_envelope
+from gateway.upstream.errors import (
+    UpstreamError,
+    UpstreamNotFound,
+    UpstreamThrottled,
+    UpstreamUnreachable,
+)
+from gateway.upstream.models import BuildLogLine, Deployment, Project
+
+__all__ = ["MAX_FILES_PER_UPLOAD", "CreateOSClient"]
+
+MAX_FILES_PER_UPLOAD = 100
+
+_PAGE_SIZE = 20  # the upstream's maximum ``limit``
+_MAX_PAGES = 500  # a guard against a pagination that never ends, not a real limit
+_BASE64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="
+_USER_AGENT = "agent-deploy-gateway (CreateOS client)"
+
+_T = TypeVar("_T")
+
+
+class CreateOSClient:
+    """Typed access to the CreateOS API; see the module docstring for retries."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 15.0,
+        upload_timeout: float = 120.0,
+        max_attempts: int = 3,
+        backoff_base: float = 0.2,
+        max_retry_after: float = 10.0,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        """``base_url`` is the API origin; ``/v1`` is appended unless already there.
+
+        ``upload_timeout`` is the write timeout of uploads (bodies reach ~45 MB);
+        ``max_attempts`` counts the first try; ``sleep`` is injected so tests back off fast.
+        """
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        self._max_attempts = max_attempts
+        self._backoff_base = backoff_base
+        self._max_retry_after = max_retry_after
+        self._sleep = sleep
+        self._upload_timeout = httpx.Timeout(
+            connect=connect_timeout, read=read_timeout, write=upload_timeout, pool=connect_timeout
+        )
+        self._http = httpx.AsyncClient(
+            base_url=_api_root(base_url),
+            headers={
+                "X-Api-Key": api_key,
+                "Accept": "application/json",
+                "User-Agent": _USER_AGENT,
+            },
+            timeout=httpx.Timeout(
+                connect=connect_timeout, read=read_timeout, write=read_timeout, pool=connect_timeout
+            ),
+            transport=transport,
+            follow_redirects=False,
+            trust_env=False,  # configuration comes from config.py, not proxy variables
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # Projects
+
+    async def is_name_available(self, unique_name: str) -> bool:
+        payload = await self._retrying(
+            lambda: self._send(
+                "POST",
+                "/projects/available-unique-name",
+                json_body={"uniqueName": unique_name.lower()},
+            ),
+            idempotent=True,
+        )
+        available = payload.get("isAvailable") if isinstance(payload, Mapping) else None
+        if not isinstance(available, bool):
+            raise UpstreamError(internal="CreateOS name check without a boolean isAvailable")
+        return available
+
+    async def create_project(
+        self,
+        *,
+        unique_name: str,
+        display_name: str,
+        description: str | None,
+        settings: Mapping[str, Any],
+    ) -> str:
+        """Create an upload project; return its id. Not retried once sent (see module doc)."""
+        body: dict[str, Any] = {
+            "uniqueName": unique_name.lower(),
+            "displayName": display_name,
+            "type": "upload",
+            "source": {},
+            "settings": dict(settings),
+        }
+        if description is not None:
+            body["description"] = description
+        payload = await self._retrying(
+            lambda: self._send("POST", "/projects", json_body=body), idempotent=False
+        )
+        return _id_of(payload, "created project")
+
+    async def find_project_by_name(self, unique_name: str) -> Project | None:
+        """The project of ours named exactly ``unique_name`` (case-insensitively), if any."""
+        wanted = unique_name.lower()
+        for project in await self.list_projects(name=wanted):
+            if project.unique_name.lower() == wanted:
+                return project
+        return None
+
+    async def get_project(self, project_id: str) -> Project:
+        payload = await self._get(f"/projects/{project_id}")
+        return Project.from_payload(payload)
+
+    async def list_projects(self, *, name: str | None = None) -> list[Project]:
+        """Every page of our projects; ``name`` is the upstream's partial match."""
+        params = {"name": name} if name is not None else {}
+        items = await self._list_all("/projects", params)
+        return _unique_by_id(Project.from_payload(item) for item in items)
+
+    async def delete_project(self, project_id: str) -> None:
+        """Delete (asynchronously upstream). A 404 after an ambiguous attempt counts as done."""
+        earlier_attempt_may_have_applied = False
+
+        async def attempt() -> None:
+            nonlocal earlier_attempt_may_have_applied
+            try:
+                await self._send("DELETE", f"/projects/{project_id}")
+            except UpstreamNotFound:
+                if earlier_attempt_may_have_applied:
+                    return
+                raise
+            except UpstreamError as exc:
+                earlier_attempt_may_have_applied |= exc.may_have_applied
+                raise
+
+        await self._retrying(attempt, idempotent=True)
+
+    async def suspend_project(self, project_id: str) -> None:
+        await self._retrying(
+            lambda: self._send("PUT", f"/projects/{project_id}/suspend"), idempotent=True
+        )
+
+    async def unsuspend_project(self, project_id: str) -> None:
+        await self._retrying(
+            lambda: self._send("PUT", f"/projects/{project_id}/unsuspend"), idempotent=True
+        )
+
+    # Uploads: each one creates a new deployment; none is retried once sent.
+
+    async def upload_files(self, project_id: str, files: Sequence[tuple[str, bytes]]) -> str:
+        """Upload ``(path, content)`` pairs; return the new deployment's id.
+
+        Raises ``ValueError`` for no files or more than ``MAX_FILES_PER_UPLOAD``.
+        """
+        _check_file_count(len(files))
+        body = _files_body((path, base64.b64encode(content)) for path, content in files)
+        return await self._upload_files_body(project_id, body)
+
+    async def upload_files_base64(self, project_id: str, files: Sequence[tuple[str, str]]) -> str:
+        """Like ``upload_files`` with content already base64 text, passed through unchanged.
+
+        Raises ``ValueError`` if a content holds anything but standard base64 characters
+        (no line breaks), as well as for the file count.
+        """
+        _check_file_count(len(files))
+        body = _files_body((path, _base64_bytes(path, content)) for path, content in files)
+        return await self._upload_files_body(project_id, body)
+
+    async def upload_zip(self, project_id: str, zip_bytes: bytes, filename: str = "app.zip") -> str:
+        """Upload a zip (no top-level folder inside); return the new deployment's id."""
+        payload = await self._retrying(
+            lambda: self._send(
+                "PUT",
+                f"/projects/{project_id}/deployments/upload-zip",
+                files={"file": (filename, zip_bytes, "application/zip")},
+                upload=True,
+            ),
+            idempotent=False,
+        )
+        return _id_of(payload, "upload reply")
+
+    async def _upload_files_body(self, project_id: str, body: bytes) -> str:
+        payload = await self._retrying(
+            lambda: self._send(
+                "PUT",
+                f"/projects/{project_id}/deployments/files/base64",
+                content=body,
+                headers={"Content-Type": "application/json"},
+                upload=True,
+            ),
+            idempotent=False,
+        )
+        return _id_of(payload, "upload reply")
+
+    # Deployments
+
+    async def get_deployment(self, project_id: str, deployment_id: str) -> Deployment:
+        payload = await self._get(f"/projects/{project_id}/deployments/{deployment_id}")
+        return Deployment.from_payload(payload)
+
+    async def list_deployments(self, project_id: str) -> list[Deployment]:
+        """Every deployment of the project, in the upstream's order (newest first, unverified)."""
+        items = await self._list_all(f"/projects/{project_id}/deployments", {})
+        return _unique_by_id(Deployment.from_payload(item) for item in items)
+
+    async def build_logs(
+        self, project_id: str, deployment_id: str, *, skip: int = 0
+    ) -> list[BuildLogLine]:
+        """Build log lines after the first ``skip`` (poll with ``skip`` = lines seen)."""
+        payload = await self._get(
+            f"/projects/{project_id}/deployments/{deployment_id}/build-logs",
+            params={"skip": skip},
+        )
+        if isinstance(payload, Mapping) and isinstance(payload.get("data"), list):
+            payload = payload["data"]
+        if payload is None:
+            return []
+        if not isinstance(payload, list):
+            raise UpstreamError(internal="CreateOS build logs are not a list")
+        return [
+            BuildLogLine.from_payload(item, fallback_line_number=skip + index + 1)
+            for index, item in enumerate(payload)
+        ]
+
+    async def runtime_logs(
+        self, project_id: str, deployment_id: str, *, since_seconds: int = 60
+    ) -> str:
+        """Runtime log text; CreateOS answers 422 (``UpstreamRejected``) unless deployed."""
+        payload = await self._get(
+            f"/projects/{project_id}/deployments/{deployment_id}/deployment-logs",
+            params={"since-seconds": since_seconds},
+        )
+        if payload is None:
+            return ""
+        if isinstance(payload, str):
+            return payload
+        if isinstance(payload, list) and all(isinstance(line, str) for line in payload):
+            return "\n".join(payload)
+        raise UpstreamError(internal="CreateOS runtime logs are not text")
+
+    async def check_health(self) -> None:
+        """One authenticated GET, not retried (a readiness probe wants a prompt answer)."""
+        await self._send("GET", "/quotas")
+
+    # Plumbing
+
+    async def _get(self, path: str, *, params: Mapping[str, str | int] | None = None) -> Any:
+        return await self._retrying(lambda: self._send("GET", path, params=params), idempotent=True)
+
+    async def _list_all(self, path: str, params: Mapping[str, str | int]) -> list[Any]:
+        """Items of every page of a list endpoint: ``data.data[]`` + ``data.pagination``."""
+        items: list[Any] = []
+        offset = 0
+        for _ in range(_MAX_PAGES):
+            page_params = {**params, "limit": _PAGE_SIZE, "offset": offset}
+            payload = await self._get(path, params=page_params)
+            page, pagination = _page_of(payload)
+            items.extend(page)
+            if pagination is None:
+                return items
+            total = _int_or(pagination.get("total"), len(items))
+            count = _int_or(pagination.get("count"), len(page))
+            page_offset = _int_or(pagination.get("offset"), offset)
+            if count <= 0 or page_offset + count >= total:
+                return items
+            offset = page_offset + count
+        raise UpstreamError(internal=f"CreateOS pagination of {path} did not end")
+
+    async def _retrying(self, attempt: Callable[[], Awaitable[_T]], *, idempotent: bool) -> _T:
+        attempts_made = 0
+        while True:
+            attempts_made += 1
+            try:
+                return await attempt()
+            except UpstreamError as exc:
+                delay = self._retry_delay(exc, attempts_made, idempotent=idempotent)
+                if delay is None:
+                    raise
+            await self._sleep(delay)
+
+    def _retry_delay(
+        self, error: UpstreamError, attempts_made: int, *, idempotent: bool
+    ) -> float | None:
+        """Seconds to wait before trying again, or ``None`` to give up with ``error``."""
+        if attempts_made >= self._max_attempts:
+            return None
+        if idempotent:
+            retryable = isinstance(error, UpstreamUnreachable | UpstreamThrottled) or (
+                error.upstream_status is not None and error.upstream_status >= 500
+            )
+        else:
+            retryable = isinstance(error, UpstreamUnreachable) and not error.may_have_applied
+        if not retryable:
+            return None
+        # Exponential backoff with jitter in [50%, 100%], so clients retrying together spread.
+        backoff = self._backoff_base * 2.0 ** (attempts_made - 1) * (0.5 + random.random() / 2)
+        if isinstance(error, UpstreamThrottled) and error.upstream_retry_after is not None:
+            if error.upstream_retry_after > self._max_retry_after:
+                return None
+            return max(backoff, error.upstream_retry_after)
+        return backoff
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str | int] | None = None,
+        json_body: Any = None,
+        content: bytes | None = None,
+        files: Mapping[str, tuple[str, bytes, str]] | None = None,
+        headers: Mapping[str, str] | None = None,
+        upload: bool = False,
+    ) -> Any:
+        """One request, one envelope: the payload, or an ``UpstreamError``.
+
+        ``upload`` selects the long write timeout.
+        """
+        operation = f"{method} {path}"
+        try:
+            with _httpx_errors_mapped():
+                response = await self._http.request(
+                    method,
+                    path,
+                    params=params,
+                    json=json_body,
+                    content=content,
+                    files=files,
+                    headers=headers,
+                    timeout=self._upload_timeout if upload else httpx.USE_CLIENT_DEFAULT,
+                )
+            return parse_envelope(
+                response.status_code,
+                response.content,
+                retry_after=response.headers.get("Retry-After"),
+            )
+        except UpstreamError as exc:
+            exc.operation = operation
+            exc.internal = f"{operation}: {exc.internal}"
+            exc.args = (exc.internal,)
+            raise
+
+
+@contextlib.contextmanager
+def _httpx_errors_mapped() -> Iterator[None]:
+    """Turn httpx exceptions into ``UpstreamError``s; nothing from httpx passes upward.
+
+    The httpx exception is not chained: it holds the request, and an upload's is ~45 MB.
+    """
+    try:
+        yield
+    except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+        # The request never left this process: any call may be retried.
+        raise UpstreamUnreachable(internal=_describe(exc), may_have_applied=False) from None
+    except httpx.TransportError as exc:
+        # Read/write timeouts, dropped connections: the request may have been applied.
+        raise UpstreamUnreachable(internal=_describe(exc), may_have_applied=True) from None
+    except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError) as exc:
+        raise UpstreamError(internal=_describe(exc), may_have_applied=False) from None
+
+
+def _describe(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def _api_root(base_url: str) -> str:
+    root = base_url.rstrip("/")
+    return root if root.endswith("/v1") else root + "/v1"
+
+
+def _check_file_count(count: int) -> None:
+    if count == 0:
+        raise ValueError("an upload needs at least one file")
+    if count > MAX_FILES_PER_UPLOAD:
+        raise ValueError(
+            f"{count} files exceed the {MAX_FILES_PER_UPLOAD} per upload; use a zip upload"
+        )
+
+
+def _base64_bytes(path: str, content: str) -> bytes:
+    """``content`` as ASCII bytes, checked to be base64 text (so it is safe inside JSON)."""
+    try:
+        raw = content.encode("ascii")
+    except UnicodeEncodeError:
+        raise ValueError(f"content of {path!r} is not base64 text") from None
+    if raw.translate(None, _BASE64_ALPHABET):
+        raise ValueError(f"content of {path!r} is not base64 text")
+    return raw
+
+
+def _files_body(files: Iterable[tuple[str, bytes]]) -> bytes:
+    """``{"files":[{"path":..,"content":".."}]}`` with each base64 content copied once.
+
+    Base64 needs no JSON escaping, so contents are spliced in as bytes; only the paths go
+    through ``json.dumps``. The parts are joined once, into the body.
+    """
+    parts: list[bytes] = [b'{"files":[']
+    for index, (path, content_base64) in enumerate(files):
+        if index:
+            parts.append(b",")
+        parts += (b'{"path":', json.dumps(path).encode(), b',"content":"', content_base64, b'"}')
+    parts.append(b"]}")
+    return b"".join(parts)
+
+
+def _page_of(payload: Any) -> tuple[list[Any], Mapping[str, Any] | None]:
+    """The items and pagination block of one list page; a bare list is a single page."""
+    if isinstance(payload, list):
+        return payload, None
+    if isinstance(payload, Mapping) and isinstance(payload.get("data"), list):
+        pagination = payload.get("pagination")
+        return payload["data"], pagination if isinstance(pagination, Mapping) else None
+    raise UpstreamError(internal="CreateOS list reply without data.data[]")
+
+
+def _int_or(value: Any, default: int) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    return default
+
+
+def _id_of(payload: Any, what: str) -> str:
+    identifier = payload.get("id") if isinstance(payload, Mapping) else None
+    if not isinstance(identifier, str) or not identifier:
+        # The write went through (2xx) but we cannot tell what it made: recover by reading.
+        raise UpstreamError(internal=f"CreateOS {what} without an id", may_have_applied=True)
+    return identifier
+
+
+_Identified = TypeVar("_Identified", Project, Deployment)
+
+
+def _unique_by_id(items: Iterable[_Identified]) -> list[_Identified]:
+    """Drop repeats: a list that changes between pages can show an item twice."""
+    seen: set[str] = set()
+    unique: list[_Identified] = []
+    for item in items:
+        if item.id not in seen:
+            seen.add(item.id)
+            unique.append(item)
+    return unique
