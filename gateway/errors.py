@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 class GatewayError(Exception):
     """Base of every error the gateway answers with."""
 
-    status: ClassVar[int] = 500
+    status: int = 500
     default_message: ClassVar[str] = "Internal error"
 
     def __init__(
@@ -38,8 +38,11 @@ class GatewayError(Exception):
         *,
         internal: str | None = None,
         headers: Mapping[str, str] | None = None,
+        status: int | None = None,
         **fields: Any,
     ) -> None:
+        if status is not None:
+            self.status = status
         self.public = public or self.default_message
         self.internal = internal
         self.headers: dict[str, str] = dict(headers or {})
@@ -52,47 +55,47 @@ class GatewayError(Exception):
 
 
 class BadRequest(GatewayError):
-    status = 400
+    status: int = 400
     default_message = "Invalid request"
 
 
 class AuthFailed(GatewayError):
-    status = 401
+    status: int = 401
     default_message = "Authentication failed"
 
 
 class PaymentRequired(GatewayError):
-    status = 402
+    status: int = 402
     default_message = "Payment required"
 
 
 class Forbidden(GatewayError):
-    status = 403
+    status: int = 403
     default_message = "Not the owner of this resource"
 
 
 class NotFound(GatewayError):
-    status = 404
+    status: int = 404
     default_message = "Not found"
 
 
 class MethodNotAllowed(GatewayError):
-    status = 405
+    status: int = 405
     default_message = "Method not allowed"
 
 
 class Conflict(GatewayError):
-    status = 409
+    status: int = 409
     default_message = "Conflict"
 
 
 class PayloadTooLarge(GatewayError):
-    status = 413
+    status: int = 413
     default_message = "Request body too large"
 
 
 class RateLimited(GatewayError):
-    status = 429
+    status: int = 429
     default_message = "Rate limit exceeded"
 
     def __init__(self, retry_after_seconds: int, **kwargs: Any) -> None:
@@ -101,12 +104,12 @@ class RateLimited(GatewayError):
 
 
 class UpstreamFailed(GatewayError):
-    status = 502
+    status: int = 502
     default_message = "Upstream service failed"
 
 
 class Unavailable(GatewayError):
-    status = 503
+    status: int = 503
     default_message = "Service temporarily unavailable"
 
 

@@ -125,3 +125,10 @@ class Wallet:
     @property
     def lower(self) -> str:
         return self.address.lower()
+
+
+def checksum_address(address: str) -> str:
+    """EIP-55 form of a hex address (any case in, checksummed out)."""
+    from eth_utils import to_checksum_address  # noqa: PLC0415 - keeps import of types cheap
+
+    return str(to_checksum_address(address))

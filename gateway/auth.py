@@ -1,0 +1,180 @@
+"""Wallet authentication (SPEC section 2): EIP-191 over ``{wallet}:{timestamp}:{nonce}``.
+
+Rules, checked in this order; each failure is an ``AuthFailed`` (401) naming the rule:
+1. all four headers present and well formed;
+2. the timestamp within ``window_seconds`` of the server clock;
+3. the signature recovers to the wallet, or the wallet is a contract on the default chain
+   whose EIP-1271 ``isValidSignature`` answers the magic value;
+4. the nonce unused for this wallet: consumed with one ``SET NX EX`` only after the signature
+   checks out, so a stranger cannot burn someone else's nonces.
+
+Replays are keyed on ``(wallet, nonce)``, never on signature bytes (ECDSA signatures are
+malleable: the high-s twin recovers to the same address).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from eth_account import Account
+from eth_account.messages import encode_defunct
+from eth_utils import to_checksum_address
+
+from gateway.errors import AuthFailed
+from gateway.store import Store
+from gateway.types import Clock, Wallet, system_clock
+
+HEADER_WALLET = "x-wallet-address"
+HEADER_SIGNATURE = "x-signature"
+HEADER_TIMESTAMP = "x-timestamp"
+HEADER_NONCE = "x-nonce"
+
+_WALLET_RE = re.compile(r"^0x[0-9a-fA-F]{40}$")
+# 65 bytes for an EOA; a contract wallet's EIP-1271 signature may be longer.
+_SIGNATURE_RE = re.compile(r"^0x(?:[0-9a-fA-F]{2}){65,2048}$")
+_TIMESTAMP_RE = re.compile(r"^[0-9]{1,16}$")
+_NONCE_RE = re.compile(r"^[A-Za-z0-9_-]{8,128}$")
+_ERC6492_SUFFIX = "6492" * 16
+
+
+class ContractSignatureChecker(Protocol):
+    """EIP-1271 check on the default chain (``ChainClient`` satisfies it)."""
+
+    async def is_valid_signature(self, wallet: str, message: str, signature: bytes) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SignedRequest:
+    """The four auth headers, parsed. ``message`` is built from the raw header values."""
+
+    wallet: str
+    signature: bytes
+    timestamp_ms: int
+    nonce: str
+
+    @property
+    def message(self) -> str:
+        return f"{self.wallet}:{self.timestamp_ms}:{self.nonce}"
+
+
+def signing_message(wallet: str, timestamp_ms: int | str, nonce: str) -> str:
+    """The exact text an agent signs with ``personal_sign``."""
+    return f"{wallet}:{timestamp_ms}:{nonce}"
+
+
+def parse_auth_headers(headers: Mapping[str, str]) -> tuple[SignedRequest, str]:
+    """Rule 1. Returns the parsed headers and the raw message text (raw header values)."""
+    values = {}
+    for name in (HEADER_WALLET, HEADER_SIGNATURE, HEADER_TIMESTAMP, HEADER_NONCE):
+        value = headers.get(name)
+        if value is None or value == "":
+            raise AuthFailed(f"Missing {_title(name)} header", code="missing_header")
+        values[name] = value
+    wallet, signature = values[HEADER_WALLET], values[HEADER_SIGNATURE]
+    timestamp, nonce = values[HEADER_TIMESTAMP], values[HEADER_NONCE]
+    if not _WALLET_RE.match(wallet):
+        raise AuthFailed(
+            "X-Wallet-Address must be 0x followed by 40 hex digits", code="malformed_header"
+        )
+    if not _SIGNATURE_RE.match(signature):
+        raise AuthFailed(
+            "X-Signature must be 0x-prefixed hex of a 65-byte signature", code="malformed_header"
+        )
+    if not _TIMESTAMP_RE.match(timestamp):
+        raise AuthFailed(
+            "X-Timestamp must be Unix time in milliseconds (decimal digits)",
+            code="malformed_header",
+        )
+    if not _NONCE_RE.match(nonce):
+        raise AuthFailed(
+            "X-Nonce must be 8-128 characters of A-Z, a-z, 0-9, '_' and '-'",
+            code="malformed_header",
+        )
+    parsed = SignedRequest(
+        wallet=wallet,
+        signature=bytes.fromhex(signature[2:]),
+        timestamp_ms=int(timestamp),
+        nonce=nonce,
+    )
+    return parsed, f"{wallet}:{timestamp}:{nonce}"
+
+
+def recover_signer(message: str, signature: bytes) -> str | None:
+    """The lowercase address that signed ``message`` (EIP-191), or None if unrecoverable."""
+    if len(signature) != 65:
+        return None
+    try:
+        address: str = Account.recover_message(encode_defunct(text=message), signature=signature)
+    except (ValueError, TypeError):
+        return None
+    return address.lower()
+
+
+class WalletAuthenticator:
+    """Checks the four rules and returns the authenticated wallet."""
+
+    def __init__(
+        self,
+        store: Store,
+        contract_wallets: ContractSignatureChecker | None,
+        *,
+        window_seconds: int = 60,
+        nonce_ttl_seconds: int = 300,
+        clock: Clock = system_clock,
+    ) -> None:
+        self._store = store
+        self._contract_wallets = contract_wallets
+        self._window_ms = window_seconds * 1000
+        self._window_seconds = window_seconds
+        self._nonce_ttl = nonce_ttl_seconds
+        self._clock = clock
+
+    async def authenticate(self, headers: Mapping[str, str]) -> Wallet:
+        signed, message = parse_auth_headers(headers)
+
+        skew = signed.timestamp_ms - int(self._clock() * 1000)
+        if skew < -self._window_ms:
+            raise AuthFailed(
+                f"X-Timestamp expired: more than {self._window_seconds} s in the past",
+                code="timestamp_expired",
+            )
+        if skew > self._window_ms:
+            raise AuthFailed(
+                f"X-Timestamp is more than {self._window_seconds} s in the future",
+                code="timestamp_in_future",
+            )
+
+        wallet_lower = signed.wallet.lower()
+        if recover_signer(message, signed.signature) != wallet_lower:
+            await self._check_contract_signature(signed, message)
+
+        consumed = await self._store.redis.set(
+            self._store.keys.nonce(wallet_lower, signed.nonce), "1", nx=True, ex=self._nonce_ttl
+        )
+        if not consumed:
+            raise AuthFailed("X-Nonce already used for this wallet", code="nonce_reused")
+        return Wallet(address=to_checksum_address(signed.wallet))
+
+    async def _check_contract_signature(self, signed: SignedRequest, message: str) -> None:
+        if signed.signature.hex().endswith(_ERC6492_SUFFIX):
+            raise AuthFailed(
+                "ERC-6492 signatures (undeployed smart wallets) are not supported; "
+                "deploy the wallet or sign with its owner key",
+                code="erc6492_unsupported",
+            )
+        if self._contract_wallets is not None and await self._contract_wallets.is_valid_signature(
+            signed.wallet, message, signed.signature
+        ):
+            return
+        raise AuthFailed(
+            "X-Signature does not match X-Wallet-Address for the message "
+            "'{wallet}:{timestamp}:{nonce}'",
+            code="bad_signature",
+        )
+
+
+def _title(header: str) -> str:
+    return "-".join(part.capitalize() if part != "x" else "X" for part in header.split("-"))

@@ -1,0 +1,339 @@
+"""Chain adapter: reads from each configured chain over its RPC URLs, with failover.
+
+The only importer of web3 and aiohttp. Everything returned is our own plain data (``Receipt``,
+``TransferLog``, ``BlockFacts``); web3 types and exceptions stop here.
+
+Failover: every chain has its URLs in configured order. A call tries them in order, healthy ones
+first; a URL that failed is benched for ``bench_seconds`` (still tried, but last). A URL whose
+``eth_chainId`` differs from the configured id is never used. When no URL answers, the call raises
+``Unavailable`` (503) and nothing has changed on our side.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import aiohttp
+from eth_account.messages import defunct_hash_message
+from eth_utils import to_checksum_address
+from web3 import AsyncHTTPProvider, AsyncWeb3
+from web3.exceptions import ContractLogicError, TransactionNotFound, Web3Exception
+
+from gateway.config import ABI_DIR, ChainConfig, TokenConfig
+from gateway.errors import Unavailable
+from gateway.types import Clock, system_clock
+
+log = logging.getLogger("gateway.chains")
+
+T = TypeVar("T")
+
+ERC20_ABI: list[dict[str, Any]] = json.loads((ABI_DIR / "erc20.json").read_text())
+ERC1271_ABI: list[dict[str, Any]] = json.loads((ABI_DIR / "erc1271.json").read_text())
+ERC1271_MAGIC = bytes.fromhex("1626ba7e")
+ERC6492_SUFFIX = bytes.fromhex("6492" * 16)
+
+#: Errors that mean "this RPC URL did not answer properly"; anything else is a bug.
+_RPC_ERRORS: tuple[type[BaseException], ...] = (
+    aiohttp.ClientError,
+    asyncio.TimeoutError,
+    OSError,
+    ValueError,  # web3 raises ValueError for JSON-RPC error answers in some paths
+    Web3Exception,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class TransferLog:
+    """One log of a receipt, raw: the payment rules decide what counts."""
+
+    address: str  # emitting contract, EIP-55
+    topics: tuple[bytes, ...]
+    data: bytes
+    log_index: int
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    tx_hash: str
+    status: int
+    block_number: int
+    block_hash: str  # lowercase 0x hex
+    logs: tuple[TransferLog, ...]
+    endpoint: int  # index of the URL that answered, for follow-up reads
+
+
+@dataclass(frozen=True, slots=True)
+class BlockFacts:
+    """What the finality rules need about a receipt's block, read in one batch."""
+
+    canonical_hash: str | None  # hash of the canonical block at the receipt's height
+    timestamp: int | None
+    latest: int
+    safe: int | None
+    finalized: int | None
+
+
+class RpcUnavailable(Unavailable):
+    """Every RPC URL of a chain failed."""
+
+
+class _Endpoint:
+    def __init__(self, url: str, timeout: float) -> None:
+        self.url = url
+        self.w3 = AsyncWeb3(
+            AsyncHTTPProvider(
+                url,
+                request_kwargs={"timeout": aiohttp.ClientTimeout(total=timeout)},
+                # Failover across URLs is ours; web3's own retries would only add latency.
+                exception_retry_configuration=None,
+            )
+        )
+        self.verified = False
+        self.wrong_chain = False
+        self.benched_until = 0.0
+
+    async def close(self) -> None:
+        provider = self.w3.provider
+        if isinstance(provider, AsyncHTTPProvider):
+            await provider.disconnect()
+
+
+class ChainClient:
+    """Reads one chain through its ordered RPC URLs."""
+
+    def __init__(
+        self,
+        config: ChainConfig,
+        *,
+        timeout: float = 8.0,
+        bench_seconds: float = 30.0,
+        clock: Clock = system_clock,
+    ) -> None:
+        self.config = config
+        self.timeout = timeout
+        self.bench_seconds = bench_seconds
+        self.clock = clock
+        self._endpoints = [_Endpoint(url, timeout) for url in config.rpc_urls]
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    async def close(self) -> None:
+        for endpoint in self._endpoints:
+            await endpoint.close()
+
+    def _ordered(self) -> list[tuple[int, _Endpoint]]:
+        now = self.clock()
+        usable = [(i, e) for i, e in enumerate(self._endpoints) if not e.wrong_chain]
+        return [p for p in usable if p[1].benched_until <= now] + [
+            p for p in usable if p[1].benched_until > now
+        ]
+
+    async def _ensure_chain(self, endpoint: _Endpoint) -> None:
+        if endpoint.verified:
+            return
+        chain_id = await endpoint.w3.eth.chain_id
+        if chain_id != self.config.chain_id:
+            endpoint.wrong_chain = True
+            log.error(
+                "rpc url serves the wrong chain",
+                extra={"chain": self.name, "url": endpoint.url, "chain_id": chain_id},
+            )
+            raise ValueError(f"{endpoint.url} serves chain {chain_id}")
+        endpoint.verified = True
+
+    async def call(
+        self, fn: Callable[[AsyncWeb3], Awaitable[T]], *, start_at: int | None = None
+    ) -> tuple[T, int]:
+        """Run ``fn`` against the first URL that answers; return its result and URL index.
+
+        ``start_at`` tries that URL first (to read from the endpoint that gave a receipt).
+        """
+        order = self._ordered()
+        if start_at is not None:
+            order.sort(key=lambda p: p[0] != start_at)
+        errors: list[str] = []
+        for index, endpoint in order:
+            try:
+                async with asyncio.timeout(self.timeout):
+                    await self._ensure_chain(endpoint)
+                    result = await fn(endpoint.w3)
+            except _RPC_ERRORS as exc:
+                endpoint.benched_until = self.clock() + self.bench_seconds
+                errors.append(f"{endpoint.url}: {type(exc).__name__}: {exc}")
+                log.warning("rpc call failed", extra={"chain": self.name, "url": endpoint.url})
+                continue
+            endpoint.benched_until = 0.0
+            return result, index
+        raise RpcUnavailable(
+            f"No RPC endpoint of {self.name} is answering; try again later",
+            internal="; ".join(errors) or "no usable RPC URL",
+            headers={"Retry-After": "10"},
+        )
+
+    # --- reads --------------------------------------------------------------------------
+
+    async def token_balances(
+        self, holder: str, tokens: Sequence[TokenConfig]
+    ) -> dict[str, int]:
+        """``balanceOf(holder)`` of every token, in one JSON-RPC batch."""
+        owner = to_checksum_address(holder)
+
+        async def read(w3: AsyncWeb3) -> list[Any]:
+            contracts = [w3.eth.contract(address=t.address, abi=ERC20_ABI) for t in tokens]
+            async with w3.batch_requests() as batch:
+                for contract in contracts:
+                    batch.add(contract.functions.balanceOf(owner))
+                return list(await batch.async_execute())
+
+        values, _ = await self.call(read)
+        return {t.key: int(v) for t, v in zip(tokens, values, strict=True)}
+
+    async def get_receipt(self, tx_hash: str) -> Receipt | None:
+        """The receipt from the first URL that has it; None when every answering URL says
+        not found (a tx not yet mined, or unknown). Raises Unavailable if none answers."""
+        answered = False
+        errors: list[str] = []
+        for index, endpoint in self._ordered():
+            try:
+                async with asyncio.timeout(self.timeout):
+                    await self._ensure_chain(endpoint)
+                    raw = await endpoint.w3.eth.get_transaction_receipt(tx_hash)  # type: ignore[arg-type]
+            except TransactionNotFound:
+                answered = True
+                continue
+            except _RPC_ERRORS as exc:
+                endpoint.benched_until = self.clock() + self.bench_seconds
+                errors.append(f"{endpoint.url}: {type(exc).__name__}: {exc}")
+                continue
+            return _to_receipt(tx_hash, raw, index)
+        if answered:
+            return None
+        raise RpcUnavailable(
+            f"No RPC endpoint of {self.name} is answering; try again later",
+            internal="; ".join(errors) or "no usable RPC URL",
+            headers={"Retry-After": "10"},
+        )
+
+    async def block_facts(self, block_number: int, *, endpoint: int | None = None) -> BlockFacts:
+        """Canonical hash and timestamp at a height plus the latest/safe/finalized heights,
+        in one batch to one URL (the one that gave the receipt when possible)."""
+
+        async def read(w3: AsyncWeb3) -> list[Any]:
+            async with w3.batch_requests() as batch:
+                batch.add(w3.eth.get_block(block_number))
+                batch.add(w3.eth.get_block("latest"))
+                batch.add(w3.eth.get_block("safe"))
+                batch.add(w3.eth.get_block("finalized"))
+                return list(await batch.async_execute())
+
+        blocks, _ = await self.call(read, start_at=endpoint)
+        at, latest, safe, finalized = blocks
+        return BlockFacts(
+            canonical_hash=_hex(at["hash"]) if at else None,
+            timestamp=int(at["timestamp"]) if at else None,
+            latest=int(latest["number"]),
+            safe=int(safe["number"]) if safe else None,
+            finalized=int(finalized["number"]) if finalized else None,
+        )
+
+    async def latest_block(self) -> int:
+        number, _ = await self.call(lambda w3: w3.eth.block_number)
+        return int(number)
+
+    async def get_code(self, address: str) -> bytes:
+        code, _ = await self.call(lambda w3: w3.eth.get_code(to_checksum_address(address)))
+        return bytes(code)
+
+    async def is_valid_signature(self, wallet: str, message: str, signature: bytes) -> bool:
+        """EIP-1271 ``isValidSignature(hash, sig)`` on a contract wallet; False when the wallet
+        has no code, reverts or answers anything but the magic value. RPC failure -> 503."""
+        digest = bytes(defunct_hash_message(text=message))
+        address = to_checksum_address(wallet)
+
+        async def ask(w3: AsyncWeb3) -> bool:
+            if not await w3.eth.get_code(address):
+                return False
+            contract = w3.eth.contract(address=address, abi=ERC1271_ABI)
+            try:
+                answer = await contract.functions.isValidSignature(digest, signature).call()
+            except ContractLogicError:
+                return False
+            except (ValueError, Web3Exception) as exc:
+                # An execution revert is an answer ("no"); anything else is an RPC failure.
+                if "revert" in str(exc).lower():
+                    return False
+                raise
+            return bytes(answer)[:4] == ERC1271_MAGIC
+
+        result, _ = await self.call(ask)
+        return result
+
+    async def check(self) -> None:
+        """Readiness: at least one URL answers with the right chain id."""
+        await self.latest_block()
+
+
+class ChainRegistry:
+    """Every configured chain's client, by name."""
+
+    def __init__(
+        self,
+        chains: Mapping[str, ChainConfig],
+        *,
+        timeout: float = 8.0,
+        clock: Clock = system_clock,
+    ) -> None:
+        self._clients = {
+            name: ChainClient(cfg, timeout=timeout, clock=clock) for name, cfg in chains.items()
+        }
+
+    def get(self, name: str) -> ChainClient:
+        return self._clients[name]
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self._clients.values())
+
+    async def close(self) -> None:
+        for client in self._clients.values():
+            await client.close()
+
+
+def _hex(value: Any) -> str:
+    if isinstance(value, bytes | bytearray):
+        return "0x" + bytes(value).hex()
+    text = str(value).lower()
+    return text if text.startswith("0x") else "0x" + text
+
+
+def _to_bytes(value: Any) -> bytes:
+    if isinstance(value, bytes | bytearray):
+        return bytes(value)
+    text = str(value)
+    return bytes.fromhex(text[2:] if text.startswith("0x") else text)
+
+
+def _to_receipt(tx_hash: str, raw: Mapping[str, Any], endpoint: int) -> Receipt:
+    logs = tuple(
+        TransferLog(
+            address=to_checksum_address(entry["address"]),
+            topics=tuple(_to_bytes(t) for t in entry["topics"]),
+            data=_to_bytes(entry["data"]),
+            log_index=int(entry.get("logIndex", 0)),
+        )
+        for entry in raw.get("logs", [])
+    )
+    return Receipt(
+        tx_hash=tx_hash,
+        status=int(raw.get("status", 0)),
+        block_number=int(raw["blockNumber"]),
+        block_hash=_hex(raw["blockHash"]),
+        logs=logs,
+        endpoint=endpoint,
+    )

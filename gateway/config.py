@@ -1,0 +1,375 @@
+"""Configuration: one TOML file plus the environment overrides of SPEC section 8.
+
+``load_settings(path, environ)`` is the only reader of the environment in the gateway. It returns
+a frozen ``Settings``; anything invalid raises ``ConfigError`` naming the offending key, so a bad
+deployment fails at start-up rather than on the first payment.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from eth_utils import to_checksum_address
+
+from gateway.errors import ConfigError
+from gateway.types import Finality, is_address, usd_to_micro
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG_PATH = PROJECT_ROOT / "config" / "gateway.toml"
+ABI_DIR = PROJECT_ROOT / "contracts_abi"
+
+ENV_CONFIG = "GATEWAY_CONFIG"
+ENV_OVERRIDES = (
+    "REDIS_URL",
+    "CREATEOS_API_URL",
+    "CREATEOS_API_KEY",
+    "GATEWAY_PAY_TO",
+    "GATEWAY_RPC_<CHAIN>",
+    "GATEWAY_ADMIN_TOKEN",
+    "GATEWAY_TRUSTED_PROXIES",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class TokenConfig:
+    key: str  # "usdc" / "usdt": the name used on the wire
+    symbol: str
+    address: str  # EIP-55
+    decimals: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChainConfig:
+    name: str
+    chain_id: int
+    rpc_urls: tuple[str, ...]
+    pay_to: str  # EIP-55
+    finality: Finality
+    min_confirmations: int
+    tokens: Mapping[str, TokenConfig]  # enabled tokens only, by key
+
+    def token(self, key: str) -> TokenConfig | None:
+        return self.tokens.get(key.lower())
+
+
+@dataclass(frozen=True, slots=True)
+class Pricing:
+    price_micro_usd_per_month: int
+    minimum_micro_usd: int
+    max_months: int
+
+    @property
+    def burn_micro_usd_per_hour(self) -> int:
+        """Hourly burn of one active project: price per month / 730, rounded up."""
+        return -(-self.price_micro_usd_per_month // 730)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    chains: Mapping[str, ChainConfig]
+    default_chain: str
+    pricing: Pricing
+    auth_window_seconds: int = 60
+    nonce_ttl_seconds: int = 300
+    rate_limit_requests: int = 30
+    rate_limit_window_seconds: int = 60
+    max_body_bytes: int = 70 * 1024 * 1024
+    max_upload_bytes: int = 50 * 1024 * 1024
+    max_upload_files: int = 2000
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    redis_url: str | None = None
+    embedded_redis_dir: Path = PROJECT_ROOT / "data" / "redis"
+    redis_key_prefix: str = "gw:"
+    admin_token: str | None = None
+    createos_api_url: str = "https://api-createos.nodeops.network"
+    createos_api_key: str = ""
+    upstream_connect_timeout: float = 5.0
+    upstream_read_timeout: float = 15.0
+    upstream_upload_timeout: float = 120.0
+    max_payment_age_seconds: int = 72 * 3600
+    rpc_timeout_seconds: float = 8.0
+    verify_timeout_seconds: float = 20.0
+    pending_retry_after_seconds: int = 5
+    recheck_interval_seconds: float = 60.0
+    metering_interval_seconds: float = 60.0
+    metering_lease_seconds: int = 120
+    source: str = field(default="", compare=False)
+
+    def chain(self, name: str) -> ChainConfig | None:
+        return self.chains.get(name.lower())
+
+    def chain_by_id(self, chain_id: int) -> ChainConfig | None:
+        for chain in self.chains.values():
+            if chain.chain_id == chain_id:
+                return chain
+        return None
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        """A copy with some fields replaced (tests and the dev stack)."""
+        return replace(self, **changes)
+
+
+def load_settings(
+    path: str | Path | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Read the TOML file (``path``, else ``$GATEWAY_CONFIG``, else config/gateway.toml),
+    apply the environment overrides and validate everything."""
+    env = dict(environ or {})
+    config_path = Path(path or env.get(ENV_CONFIG) or DEFAULT_CONFIG_PATH)
+    try:
+        raw = tomllib.loads(config_path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(ENV_CONFIG, f"config file not found: {config_path}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(config_path), f"not valid TOML: {exc}") from exc
+    return parse_settings(raw, env, source=str(config_path))
+
+
+def parse_settings(raw: Mapping[str, Any], env: Mapping[str, str], *, source: str = "") -> Settings:
+    """Validate a parsed TOML document plus environment overrides into Settings."""
+    reader = _Reader(raw)
+    gw = "gateway"
+
+    global_pay_to = env.get("GATEWAY_PAY_TO") or reader.str(f"{gw}.pay_to", default="")
+    chains_raw = reader.table("chains")
+    if not chains_raw:
+        raise ConfigError("chains", "at least one chain must be configured")
+    chains: dict[str, ChainConfig] = {}
+    seen_ids: set[int] = set()
+    for name in chains_raw:
+        chain = _parse_chain(reader, name.lower(), name, global_pay_to, env)
+        if chain.chain_id in seen_ids:
+            raise ConfigError(f"chains.{name}.chain_id", f"duplicate chain id {chain.chain_id}")
+        seen_ids.add(chain.chain_id)
+        chains[chain.name] = chain
+
+    default_chain = reader.str(f"{gw}.default_chain", default=next(iter(chains))).lower()
+    if default_chain not in chains:
+        raise ConfigError(f"{gw}.default_chain", f"{default_chain!r} is not a configured chain")
+
+    pricing = Pricing(
+        price_micro_usd_per_month=reader.usd("pricing.price_usd_per_month", default="0.50"),
+        minimum_micro_usd=reader.usd("pricing.minimum_usd", default="0.50"),
+        max_months=reader.int("pricing.max_months", default=24, low=1, high=120),
+    )
+    if pricing.price_micro_usd_per_month <= 0:
+        raise ConfigError("pricing.price_usd_per_month", "must be positive")
+    if pricing.minimum_micro_usd < 0:
+        raise ConfigError("pricing.minimum_usd", "must not be negative")
+
+    auth_window = reader.int("auth.window_seconds", default=60, low=1, high=3600)
+    nonce_ttl = reader.int("auth.nonce_ttl_seconds", default=300, low=1, high=86400)
+    if nonce_ttl <= 2 * auth_window:
+        raise ConfigError("auth.nonce_ttl_seconds", "must exceed twice auth.window_seconds")
+
+    proxies_text = env.get("GATEWAY_TRUSTED_PROXIES")
+    proxies_list: list[str] = (
+        [p.strip() for p in proxies_text.split(",") if p.strip()]
+        if proxies_text is not None
+        else reader.str_list(f"{gw}.trusted_proxies", default=[])
+    )
+    trusted: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+    for item in proxies_list:
+        try:
+            trusted.append(ipaddress.ip_network(item, strict=False))
+        except ValueError as exc:
+            key = "GATEWAY_TRUSTED_PROXIES" if proxies_text is not None else f"{gw}.trusted_proxies"
+            raise ConfigError(key, f"not an IP address or CIDR range: {item!r}") from exc
+
+    api_url = (env.get("CREATEOS_API_URL") or reader.str("upstream.api_url", default="")).rstrip(
+        "/"
+    )
+    if not api_url.startswith(("http://", "https://")):
+        key = "CREATEOS_API_URL" if env.get("CREATEOS_API_URL") else "upstream.api_url"
+        raise ConfigError(key, "must be an http(s) URL")
+
+    redis_url = env.get("REDIS_URL") or None
+    if redis_url is not None and not redis_url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError("REDIS_URL", "must start with redis://, rediss:// or unix://")
+
+    embedded_dir = Path(reader.str(f"{gw}.embedded_redis_dir", default="data/redis"))
+    if not embedded_dir.is_absolute():
+        embedded_dir = Path.cwd() / embedded_dir
+
+    prefix = reader.str(f"{gw}.redis_key_prefix", default="gw:")
+    if not prefix or any(c.isspace() for c in prefix):
+        raise ConfigError(f"{gw}.redis_key_prefix", "must be non-empty without whitespace")
+
+    max_body = reader.int(f"{gw}.max_body_bytes", default=70 * 1024 * 1024, low=1024)
+    max_upload = reader.int(f"{gw}.max_upload_bytes", default=50 * 1024 * 1024, low=1024)
+    if max_upload > max_body:
+        raise ConfigError(f"{gw}.max_upload_bytes", "must not exceed gateway.max_body_bytes")
+
+    return Settings(
+        chains=chains,
+        default_chain=default_chain,
+        pricing=pricing,
+        auth_window_seconds=auth_window,
+        nonce_ttl_seconds=nonce_ttl,
+        rate_limit_requests=reader.int("rate_limit.requests", default=30, low=1),
+        rate_limit_window_seconds=reader.int("rate_limit.window_seconds", default=60, low=1),
+        max_body_bytes=max_body,
+        max_upload_bytes=max_upload,
+        max_upload_files=reader.int(f"{gw}.max_upload_files", default=2000, low=1),
+        trusted_proxies=tuple(trusted),
+        redis_url=redis_url,
+        embedded_redis_dir=embedded_dir,
+        redis_key_prefix=prefix,
+        admin_token=env.get("GATEWAY_ADMIN_TOKEN") or None,
+        createos_api_url=api_url,
+        createos_api_key=env.get("CREATEOS_API_KEY") or reader.str("upstream.api_key", default=""),
+        upstream_connect_timeout=reader.float("upstream.connect_timeout_seconds", default=5.0),
+        upstream_read_timeout=reader.float("upstream.read_timeout_seconds", default=15.0),
+        upstream_upload_timeout=reader.float("upstream.upload_timeout_seconds", default=120.0),
+        max_payment_age_seconds=reader.int(
+            "payments.max_payment_age_seconds", default=72 * 3600, low=60
+        ),
+        rpc_timeout_seconds=reader.float("payments.rpc_timeout_seconds", default=8.0),
+        verify_timeout_seconds=reader.float("payments.verify_timeout_seconds", default=20.0),
+        pending_retry_after_seconds=reader.int(
+            "payments.pending_retry_after_seconds", default=5, low=1, high=600
+        ),
+        recheck_interval_seconds=reader.float("payments.recheck_interval_seconds", default=60.0),
+        metering_interval_seconds=reader.float("metering.interval_seconds", default=60.0),
+        metering_lease_seconds=reader.int("metering.lease_seconds", default=120, low=5),
+        source=source,
+    )
+
+
+def _parse_chain(
+    reader: _Reader, name: str, raw_name: str, global_pay_to: str, env: Mapping[str, str]
+) -> ChainConfig:
+    base = f"chains.{raw_name}"
+    chain_id = reader.int(f"{base}.chain_id", low=1)
+    env_key = f"GATEWAY_RPC_{name.upper()}"
+    if env.get(env_key):
+        urls = [u.strip() for u in env[env_key].split(",") if u.strip()]
+        url_key = env_key
+    else:
+        urls = reader.str_list(f"{base}.rpc_urls")
+        url_key = f"{base}.rpc_urls"
+    if not urls:
+        raise ConfigError(url_key, "at least one RPC URL is required")
+    for url in urls:
+        if not url.startswith(("http://", "https://")):
+            raise ConfigError(url_key, f"not an http(s) URL: {url!r}")
+
+    if env.get("GATEWAY_PAY_TO"):
+        pay_to, pay_key = env["GATEWAY_PAY_TO"], "GATEWAY_PAY_TO"
+    else:
+        pay_to = reader.str(f"{base}.pay_to", default="") or global_pay_to
+        pay_key = f"{base}.pay_to" if reader.str(f"{base}.pay_to", default="") else "gateway.pay_to"
+    if not pay_to:
+        raise ConfigError(
+            "GATEWAY_PAY_TO",
+            f"no payment recipient for chain {name}: set GATEWAY_PAY_TO or {base}.pay_to",
+        )
+    if not is_address(pay_to) or int(pay_to, 16) == 0:
+        raise ConfigError(pay_key, f"not a valid non-zero address: {pay_to!r}")
+
+    finality_text = reader.str(f"{base}.finality", default="latest")
+    try:
+        finality = Finality(finality_text)
+    except ValueError as exc:
+        raise ConfigError(f"{base}.finality", "must be latest, safe or finalized") from exc
+
+    tokens: dict[str, TokenConfig] = {}
+    for key in reader.table(f"{base}.tokens"):
+        tbase = f"{base}.tokens.{key}"
+        address = reader.str(f"{tbase}.address")
+        if not is_address(address):
+            raise ConfigError(f"{tbase}.address", f"not an address: {address!r}")
+        if not reader.bool(f"{tbase}.enabled", default=True):
+            continue
+        tokens[key.lower()] = TokenConfig(
+            key=key.lower(),
+            symbol=reader.str(f"{tbase}.symbol", default=key.upper()),
+            address=to_checksum_address(address),
+            decimals=reader.int(f"{tbase}.decimals", low=0, high=36),
+        )
+    if not tokens:
+        raise ConfigError(f"{base}.tokens", "at least one enabled token is required")
+
+    return ChainConfig(
+        name=name,
+        chain_id=chain_id,
+        rpc_urls=tuple(urls),
+        pay_to=to_checksum_address(pay_to),
+        finality=finality,
+        min_confirmations=reader.int(f"{base}.min_confirmations", default=1, low=1, high=10_000),
+        tokens=tokens,
+    )
+
+
+_MISSING: Any = object()
+
+
+class _Reader:
+    """Typed access to dotted keys of a TOML document; errors name the key."""
+
+    def __init__(self, raw: Mapping[str, Any]) -> None:
+        self._raw = raw
+
+    def _get(self, key: str, default: Any) -> Any:
+        node: Any = self._raw
+        for part in key.split("."):
+            if not isinstance(node, Mapping) or part not in node:
+                if default is _MISSING:
+                    raise ConfigError(key, "missing")
+                return default
+            node = node[part]
+        return node
+
+    def table(self, key: str) -> Mapping[str, Any]:
+        value = self._get(key, {})
+        if not isinstance(value, Mapping):
+            raise ConfigError(key, "must be a table")
+        return value
+
+    def str(self, key: str, default: Any = _MISSING) -> str:
+        value = self._get(key, default)
+        if not isinstance(value, str):
+            raise ConfigError(key, "must be a string")
+        return value
+
+    def bool(self, key: str, default: Any = _MISSING) -> bool:
+        value = self._get(key, default)
+        if not isinstance(value, bool):
+            raise ConfigError(key, "must be true or false")
+        return value
+
+    def int(self, key: str, default: Any = _MISSING, low: int | None = None, high: int | None = None) -> int:
+        value = self._get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(key, "must be an integer")
+        if low is not None and value < low:
+            raise ConfigError(key, f"must be at least {low}")
+        if high is not None and value > high:
+            raise ConfigError(key, f"must be at most {high}")
+        return value
+
+    def float(self, key: str, default: Any = _MISSING) -> float:
+        value = self._get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            raise ConfigError(key, "must be a positive number")
+        return float(value)
+
+    def usd(self, key: str, default: Any = _MISSING) -> int:
+        value = self._get(key, default)
+        if not isinstance(value, str):
+            raise ConfigError(key, 'must be a decimal string such as "0.50"')
+        try:
+            return usd_to_micro(value)
+        except ValueError as exc:
+            raise ConfigError(key, str(exc)) from exc
+
+    def str_list(self, key: str, default: Any = _MISSING) -> list[str]:
+        value = self._get(key, default)
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(key, "must be a list of strings")
+        return list(value)

@@ -1,0 +1,95 @@
+"""Every Redis key the gateway writes, under one prefix. No other module spells a key.
+
+Addresses in keys are lowercase hex; tx hashes are the canonical lowercase form.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class KeySpace:
+    prefix: str = "gw:"
+
+    # --- auth and abuse -------------------------------------------------------------------
+    def nonce(self, wallet: str, nonce: str) -> str:
+        """Set once per (wallet, nonce) with a TTL longer than the auth window."""
+        return f"{self.prefix}nonce:{wallet.lower()}:{nonce}"
+
+    def rate(self, client_ip: str, wallet_header: str) -> str:
+        """GCRA state (theoretical arrival time, ms) for one (IP, X-Wallet-Address)."""
+        return f"{self.prefix}rate:{client_ip}:{wallet_header.lower()}"
+
+    # --- payments ------------------------------------------------------------------------
+    def claim(self, chain_id: int, tx_hash: str) -> str:
+        """Permanent claim of a payment tx: ``pending:<token>`` while verifying, ``used`` after."""
+        return f"{self.prefix}claim:{chain_id}:{tx_hash}"
+
+    def payment(self, chain_id: int, tx_hash: str) -> str:
+        """Hash: the recorded verification of a credited payment."""
+        return f"{self.prefix}payment:{chain_id}:{tx_hash}"
+
+    def wallet_payments(self, wallet: str) -> str:
+        """List of ``chain_id:tx`` credited to a wallet, newest first."""
+        return f"{self.prefix}wallet:{wallet.lower()}:payments"
+
+    def recheck_queue(self) -> str:
+        """Sorted set of ``chain_id:tx`` credited before finality; score = block number."""
+        return f"{self.prefix}recheck"
+
+    # --- ledger --------------------------------------------------------------------------
+    def balance(self, wallet: str) -> str:
+        """Integer micro-USD balance."""
+        return f"{self.prefix}balance:{wallet.lower()}"
+
+    def ledger(self, wallet: str) -> str:
+        """Append-only list of JSON ledger entries (RPUSH), oldest first."""
+        return f"{self.prefix}ledger:{wallet.lower()}"
+
+    def ledger_seq(self) -> str:
+        """Global counter numbering ledger entries."""
+        return f"{self.prefix}ledger:seq"
+
+    def wallets(self) -> str:
+        """Set of every wallet that has a ledger."""
+        return f"{self.prefix}wallets"
+
+    # --- projects, ownership, metering ---------------------------------------------------
+    def project(self, project_id: str) -> str:
+        """Hash: wallet, uniqueName, displayName, status, createdAt, last deployment, ..."""
+        return f"{self.prefix}project:{project_id}"
+
+    def wallet_projects(self, wallet: str) -> str:
+        """Set of project ids owned by a wallet."""
+        return f"{self.prefix}wallet:{wallet.lower()}:projects"
+
+    def active_projects(self) -> str:
+        """Set of project ids that burn credits."""
+        return f"{self.prefix}projects:active"
+
+    def metered_hour(self, project_id: str) -> str:
+        """Last hour index (Unix hours) burned for a project."""
+        return f"{self.prefix}metered:{project_id}"
+
+    def metering_lease(self) -> str:
+        return f"{self.prefix}metering:lease"
+
+    def recheck_lease(self) -> str:
+        return f"{self.prefix}recheck:lease"
+
+    # --- deploy flow ---------------------------------------------------------------------
+    def deploy_attempt(self, wallet: str, unique_name: str) -> str:
+        """Hash: durable progress of one wallet's deploy of one name (half-made projects)."""
+        return f"{self.prefix}deploy:{wallet.lower()}:{unique_name.lower()}"
+
+    def deploy_lock(self, wallet: str, unique_name: str) -> str:
+        return f"{self.prefix}deploylock:{wallet.lower()}:{unique_name.lower()}"
+
+    def idempotency(self, wallet: str, key: str) -> str:
+        """The first answer given for an Idempotency-Key, 24 h."""
+        return f"{self.prefix}idem:{wallet.lower()}:{key}"
+
+    def name_owner(self, unique_name: str) -> str:
+        """Wallet that holds a uniqueName through this gateway."""
+        return f"{self.prefix}name:{unique_name.lower()}"

@@ -1,0 +1,118 @@
+"""Plain ASGI middleware: body-size limit and the /agent/* rate limit.
+
+Both answer before the router sees the request, so they render errors themselves.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Sequence
+
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway.errors import GatewayError, PayloadTooLarge
+from gateway.ratelimit import RateLimiter
+from gateway.web.responses import send_error
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+_WALLET_RE = re.compile(r"^0x[0-9a-fA-F]{40}$")
+
+#: Routes that carry uploads get the configured (large) limit; every other route a small one.
+_UPLOAD_PATHS = re.compile(r"^/agent/(deploy|projects/[^/]+/deploy)/?$")
+SMALL_BODY_LIMIT = 64 * 1024
+
+
+class BodyLimitMiddleware:
+    """413 for bodies over the limit: at once from Content-Length, or as soon as the streamed
+    body passes it, so an oversized body is never read whole."""
+
+    def __init__(self, app: ASGIApp, *, max_upload_body: int, max_other_body: int = SMALL_BODY_LIMIT) -> None:
+        self.app = app
+        self.max_upload_body = max_upload_body
+        self.max_other_body = max_other_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.max_upload_body if _UPLOAD_PATHS.match(scope["path"]) else self.max_other_body
+        declared = Headers(scope=scope).get("content-length")
+        if declared is not None:
+            if not declared.isdigit():
+                await send_error(send, GatewayError("Invalid Content-Length header", status=400))
+                return
+            if int(declared) > limit:
+                await send_error(send, _too_large(limit))
+                return
+
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise _too_large(limit)
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+
+def _too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"Request body exceeds the limit of {limit} bytes", code="body_too_large", limit=limit
+    )
+
+
+def client_ip(peer: str | None, forwarded_for: str | None, trusted: Sequence[IPNetwork]) -> str:
+    """The client's IP: the peer, unless the peer is a trusted proxy, in which case the
+    right-most ``X-Forwarded-For`` entry that is not itself a trusted proxy."""
+    if peer is None:
+        return "unknown"
+    if not forwarded_for or not _is_trusted(peer, trusted):
+        return peer
+    for hop in reversed([h.strip() for h in forwarded_for.split(",")]):
+        try:
+            ipaddress.ip_address(hop)
+        except ValueError:
+            return peer  # a malformed chain is not believed
+        if not _is_trusted(hop, trusted):
+            return hop
+    return peer
+
+
+def _is_trusted(ip: str, trusted: Sequence[IPNetwork]) -> bool:
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    return any(address in network for network in trusted)
+
+
+class RateLimitMiddleware:
+    """SPEC section 7 over every ``/agent/*`` route."""
+
+    def __init__(self, app: ASGIApp, *, trusted_proxies: Sequence[IPNetwork]) -> None:
+        self.app = app
+        self.trusted = tuple(trusted_proxies)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/agent/"):
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        peer = scope.get("client")
+        ip = client_ip(peer[0] if peer else None, headers.get("x-forwarded-for"), self.trusted)
+        wallet = headers.get("x-wallet-address", "")
+        # Only a well-formed address names a bucket: arbitrary header text never becomes a key.
+        wallet_key = wallet.lower() if _WALLET_RE.match(wallet) else "-"
+        try:
+            limiter: RateLimiter = scope["app"].state.services.limiter
+            await limiter.hit(ip, wallet_key)
+        except GatewayError as error:
+            await send_error(send, error)
+            return
+        await self.app(scope, receive, send)

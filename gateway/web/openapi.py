@@ -1,0 +1,379 @@
+"""The OpenAPI 3.1 document of every route (``GET /openapi.json``).
+
+Kept in step with ``routes.py`` by a test: every route there is documented here and nothing
+here is missing from the router.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gateway.web.responses import json_response
+
+_ERROR = {"$ref": "#/components/schemas/Error"}
+_ADDRESS = {"type": "string", "pattern": "^0x[0-9a-fA-F]{40}$"}
+_TX = {"type": "string", "pattern": "^0x[0-9a-fA-F]{64}$"}
+
+AUTH_PARAMETERS: list[dict[str, Any]] = [
+    {"$ref": "#/components/parameters/WalletAddress"},
+    {"$ref": "#/components/parameters/Signature"},
+    {"$ref": "#/components/parameters/Timestamp"},
+    {"$ref": "#/components/parameters/Nonce"},
+]
+PAYMENT_PARAMETERS: list[dict[str, Any]] = [
+    {"name": "X-Payment-Tx", "in": "header", "required": False, "schema": {"type": "string"}},
+    {"name": "X-Payment-Chain", "in": "header", "required": False, "schema": {"type": "string"}},
+    {"name": "X-Payment-Token", "in": "header", "required": False, "schema": {"type": "string"}},
+]
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    names = {
+        400: "Invalid input",
+        401: "Wallet signature rejected",
+        402: "Payment required, not verified or pending",
+        403: "Not the owner",
+        404: "Unknown resource",
+        409: "Conflict",
+        413: "Body too large",
+        429: "Rate limited",
+        502: "Upstream failed",
+        503: "Dependency unavailable",
+    }
+    return {str(c): _json(_ERROR, names[c]) for c in codes}
+
+
+def _obj(**props: Any) -> dict[str, Any]:
+    return {"type": "object", "properties": props}
+
+
+_STR = {"type": "string"}
+_NUM = {"type": "number"}
+_INT = {"type": "integer"}
+_NULLABLE_STR = {"type": ["string", "null"]}
+
+_UPLOAD = {
+    "oneOf": [
+        {
+            "type": "object",
+            "required": ["type", "files"],
+            "properties": {
+                "type": {"const": "files"},
+                "files": {
+                    "type": "array",
+                    "minItems": 1,
+                    "maxItems": 2000,
+                    "items": {
+                        "type": "object",
+                        "required": ["path", "content"],
+                        "properties": {"path": _STR, "content": {**_STR, "contentEncoding": "base64"}},
+                    },
+                },
+            },
+        },
+        {
+            "type": "object",
+            "required": ["type", "data"],
+            "properties": {
+                "type": {"const": "zip"},
+                "data": {**_STR, "contentEncoding": "base64"},
+                "filename": _STR,
+            },
+        },
+    ]
+}
+
+_DEPLOY_BODY = {
+    "type": "object",
+    "required": ["uniqueName", "displayName", "upload"],
+    "properties": {
+        "uniqueName": {"type": "string", "pattern": "^[A-Za-z0-9-]{4,32}$"},
+        "displayName": {"type": "string", "pattern": "^[A-Za-z0-9 _-]{4,48}$"},
+        "description": {"type": "string", "minLength": 4, "maxLength": 2048},
+        "months": {"type": "integer", "minimum": 1, "maximum": 24, "default": 1},
+        "settings": {"type": "object"},
+        "upload": _UPLOAD,
+    },
+}
+
+_QUOTE = _obj(
+    error=_STR,
+    amount_usd=_NUM,
+    amount_token=_STR,
+    current_credit_balance_usd=_NUM,
+    active_projects=_INT,
+    pay_to=_ADDRESS,
+    payment_chain=_STR,
+    token=_STR,
+    decimals=_INT,
+    supported_chains={"type": "array"},
+    warning=_STR,
+    credited_usd=_NUM,
+    reason=_STR,
+    payment_status=_STR,
+)
+
+_DEPLOYED = _obj(projectId=_STR, deploymentId=_STR, status=_STR, message=_STR)
+
+_PROJECT_ID = {"name": "projectId", "in": "path", "required": True, "schema": _STR}
+_DEPLOYMENT_ID = {"name": "deploymentId", "in": "path", "required": True, "schema": _STR}
+_ADDRESS_PARAM = {"name": "address", "in": "path", "required": True, "schema": _STR}
+_ADMIN = [{"adminToken": []}]
+
+
+def _op(
+    summary: str,
+    ok: dict[str, Any],
+    errors: tuple[int, ...],
+    *,
+    auth: bool = False,
+    parameters: list[dict[str, Any]] | None = None,
+    body: dict[str, Any] | None = None,
+    admin: bool = False,
+) -> dict[str, Any]:
+    params = list(AUTH_PARAMETERS if auth else []) + list(parameters or [])
+    op: dict[str, Any] = {"summary": summary, "responses": {"200": ok, **_errors(*errors)}}
+    if params:
+        op["parameters"] = params
+    if body is not None:
+        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+    if admin:
+        op["security"] = _ADMIN
+    if auth:
+        op["responses"].setdefault("429", _json(_ERROR, "Rate limited"))
+    return op
+
+
+PATHS: dict[str, dict[str, Any]] = {
+    "/health": {"get": _op("Liveness", _json(_obj(status=_STR), "Alive"), ())},
+    "/health/ready": {
+        "get": _op(
+            "Readiness of Redis, every chain RPC and CreateOS",
+            _json(_obj(status=_STR, checks={"type": "object"}), "Ready"),
+            (503,),
+        )
+    },
+    "/openapi.json": {"get": _op("This document", _json({"type": "object"}, "OpenAPI 3.1"), ())},
+    "/metrics": {"get": _op("Prometheus metrics", {"description": "Prometheus text"}, ())},
+    "/agent/chains": {
+        "get": _op(
+            "Accepted chains and tokens",
+            _json(_obj(chains={"type": "array"}), "Chains"),
+            (429,),
+        )
+    },
+    "/agent/recipients": {
+        "get": _op(
+            "Payment recipient per chain",
+            _json(_obj(recipients={"type": "array"}), "Recipients"),
+            (429,),
+        )
+    },
+    "/agent/balance/{address}": {
+        "get": _op(
+            "On-chain balances of the accepted tokens",
+            _json(
+                _obj(address=_STR, chain=_STR, chain_id=_INT, balances={"type": "array"}),
+                "Balances",
+            ),
+            (400, 429, 503),
+            parameters=[
+                _ADDRESS_PARAM,
+                {"name": "chain", "in": "query", "required": False, "schema": _STR},
+            ],
+        )
+    },
+    "/agent/deploy": {
+        "post": _op(
+            "Deploy code, paid from credits or by an on-chain payment",
+            _json(_DEPLOYED, "Deployment started"),
+            (400, 401, 402, 409, 413, 502, 503),
+            auth=True,
+            parameters=[
+                *PAYMENT_PARAMETERS,
+                {"name": "X-Use-Existing-Credits", "in": "header", "required": False, "schema": _STR},
+                {"name": "Idempotency-Key", "in": "header", "required": False, "schema": _STR},
+            ],
+            body=_DEPLOY_BODY,
+        )
+    },
+    "/agent/deploy/{projectId}/{deploymentId}/status": {
+        "get": _op(
+            "Deployment status",
+            _json(
+                _obj(
+                    status={"enum": ["deploying", "ready", "failed"]},
+                    deployment_id=_STR,
+                    deployment_status=_STR,
+                    endpoint=_STR,
+                    message=_STR,
+                    reason=_STR,
+                ),
+                "Status",
+            ),
+            (401, 403, 404, 502, 503),
+            auth=True,
+            parameters=[_PROJECT_ID, _DEPLOYMENT_ID],
+        )
+    },
+    "/agent/deploy/{projectId}/{deploymentId}/logs": {
+        "get": _op(
+            "Build or runtime logs of a deployment",
+            _json(_obj(kind=_STR, lines={"type": "array"}, text=_STR), "Logs"),
+            (400, 401, 403, 404, 502, 503),
+            auth=True,
+            parameters=[
+                _PROJECT_ID,
+                _DEPLOYMENT_ID,
+                {"name": "kind", "in": "query", "required": False, "schema": {"enum": ["build", "runtime"]}},
+            ],
+        )
+    },
+    "/agent/projects": {
+        "get": _op(
+            "The wallet's projects",
+            _json(_obj(wallet=_STR, count=_INT, projects={"type": "array"}), "Projects"),
+            (401, 502, 503),
+            auth=True,
+        )
+    },
+    "/agent/projects/{projectId}": {
+        "delete": _op(
+            "Delete a project",
+            _json(_obj(projectId=_STR, status=_STR), "Deleted"),
+            (401, 403, 404, 502, 503),
+            auth=True,
+            parameters=[_PROJECT_ID],
+        )
+    },
+    "/agent/projects/{projectId}/deploy": {
+        "post": _op(
+            "Deploy new code into an owned project",
+            _json(_DEPLOYED, "Deployment started"),
+            (400, 401, 402, 403, 404, 409, 413, 502, 503),
+            auth=True,
+            parameters=[_PROJECT_ID, *PAYMENT_PARAMETERS],
+            body=_obj(upload=_UPLOAD, months={"type": "integer"}),
+        )
+    },
+    "/agent/credits": {
+        "get": _op(
+            "Credit balance, burn and runway",
+            _json(
+                _obj(
+                    wallet=_STR,
+                    credits=_NUM,
+                    balance_usd=_NUM,
+                    active_projects=_INT,
+                    burn_usd_per_hour=_NUM,
+                    runway_hours={"type": ["number", "null"]},
+                    ledger={"type": "array"},
+                ),
+                "Credits",
+            ),
+            (401, 503),
+            auth=True,
+        )
+    },
+    "/agent/credits/topup": {
+        "post": _op(
+            "Credit a payment without deploying",
+            _json(_obj(wallet=_STR, credited_usd=_NUM, balance_usd=_NUM, credits=_NUM), "Credited"),
+            (400, 401, 402, 409, 503),
+            auth=True,
+            parameters=PAYMENT_PARAMETERS,
+        )
+    },
+    "/admin/wallets/{address}": {
+        "get": _op(
+            "A wallet's credits, ledger, projects and payments",
+            _json({"type": "object"}, "Wallet"),
+            (400, 401, 404),
+            parameters=[_ADDRESS_PARAM],
+            admin=True,
+        )
+    },
+    "/admin/wallets/{address}/adjust": {
+        "post": _op(
+            "Signed credit adjustment with a reason",
+            _json({"type": "object"}, "Adjusted"),
+            (400, 401, 404),
+            parameters=[_ADDRESS_PARAM],
+            body={
+                "type": "object",
+                "required": ["amount_usd", "reason"],
+                "properties": {"amount_usd": _STR, "reason": _STR},
+            },
+            admin=True,
+        )
+    },
+    "/admin/payments/{chain}/{txHash}": {
+        "get": _op(
+            "The recorded verification of one payment",
+            _json({"type": "object"}, "Payment"),
+            (400, 401, 404),
+            parameters=[
+                {"name": "chain", "in": "path", "required": True, "schema": _STR},
+                {"name": "txHash", "in": "path", "required": True, "schema": _TX},
+            ],
+            admin=True,
+        )
+    },
+}
+
+
+def build_document() -> dict[str, Any]:
+    def header(name: str, pattern: str, description: str) -> dict[str, Any]:
+        return {
+            "name": name,
+            "in": "header",
+            "required": True,
+            "description": description,
+            "schema": {"type": "string", "pattern": pattern},
+        }
+
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Agent deploy gateway",
+            "version": "1.0.0",
+            "description": "Payment-gated deploys for agents with EVM wallets (HTTP 402).",
+        },
+        "paths": PATHS,
+        "components": {
+            "schemas": {
+                "Error": {
+                    "type": "object",
+                    "required": ["error"],
+                    "properties": {"error": _STR, "code": _STR, "reason": _STR},
+                }
+            },
+            "parameters": {
+                "WalletAddress": header(
+                    "X-Wallet-Address", "^0x[0-9a-fA-F]{40}$", "The paying/acting wallet"
+                ),
+                "Signature": header(
+                    "X-Signature",
+                    "^0x[0-9a-fA-F]{130,4096}$",
+                    "EIP-191 personal_sign of '{wallet}:{timestamp}:{nonce}'",
+                ),
+                "Timestamp": header("X-Timestamp", "^[0-9]{1,16}$", "Unix milliseconds"),
+                "Nonce": header("X-Nonce", "^[A-Za-z0-9_-]{8,128}$", "Single-use per wallet"),
+            },
+            "securitySchemes": {"adminToken": {"type": "http", "scheme": "bearer"}},
+        },
+    }
+
+
+_DOCUMENT = build_document()
+
+
+async def document(request: Request) -> Response:
+    return json_response(_DOCUMENT)
