@@ -1,0 +1,1 @@
+"""The agent's side: request signing, the async client and the CLI."""

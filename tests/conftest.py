@@ -1,0 +1,164 @@
+"""Session fixtures: a real Redis, two real anvil chains with test tokens at the canonical
+USDC/USDT addresses, and the gateway app served in-process.
+
+- Redis: ``REDIS_URL`` when set, else an embedded redis-server started for the session. Each
+  test gets its own key prefix, so tests never see each other's keys.
+- anvil: ``AnvilNode`` from ``gateway.devstack.anvil`` (binary from ANVIL_BIN, node_modules or
+  PATH). Missing anvil fails under CI (``CI`` set) and skips locally with a hint.
+- Chains are snapshotted before each test that uses them and reverted after.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+
+from gateway.app import create_app
+from gateway.config import PROJECT_ROOT, Settings, load_settings
+from gateway.devstack.anvil import AnvilNode, AnvilNotFound, find_anvil_binary
+from gateway.store.embedded import EmbeddedRedis
+from tests.support import serve_in_process
+
+LOCAL_CONFIG = PROJECT_ROOT / "config" / "local.toml"
+PAY_TO = "0xa0Ee7A142d267C1f36714E4a8F75612F20a79720"  # anvil account #9, per local.toml
+USDC = 10**6  # one token unit in base units (6 decimals)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--run-slow", action="store_true", help="run long fuzz and load tests")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--run-slow"):
+        return
+    skip = pytest.mark.skip(reason="long run: pass --run-slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+# --- Redis -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    url = os.environ.get("REDIS_URL")
+    if url:
+        yield url
+        return
+    with EmbeddedRedis(tmp_path_factory.mktemp("redis")) as server:
+        yield server.url
+
+
+@pytest.fixture
+def key_prefix() -> str:
+    return f"test:{uuid.uuid4().hex[:12]}:"
+
+
+# --- anvil -------------------------------------------------------------------------------
+
+
+def _anvil_binary() -> str:
+    try:
+        return find_anvil_binary()
+    except AnvilNotFound as exc:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"anvil not available: {exc}")
+        raise  # unreachable; pytest.skip raises
+
+
+@pytest.fixture(scope="session")
+def anvil_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, AnvilNode]]:
+    binary = _anvil_binary()
+    logs = tmp_path_factory.mktemp("anvil")
+    nodes: dict[str, AnvilNode] = {}
+    try:
+        for name, chain_id in (("arbitrum", 42161), ("base", 8453)):
+            node = AnvilNode.start(chain_id, log_dir=logs, binary=binary)
+            nodes[name] = node
+            node.install_test_tokens()
+        yield nodes
+    finally:
+        for node in nodes.values():
+            node.stop()
+
+
+@pytest.fixture
+def chains(anvil_nodes: dict[str, AnvilNode]) -> Iterator[dict[str, AnvilNode]]:
+    """Both anvil chains, reverted to their state before the test afterwards."""
+    snapshots = {name: node.snapshot() for name, node in anvil_nodes.items()}
+    yield anvil_nodes
+    for name, node in anvil_nodes.items():
+        node.set_automine(True)
+        node.revert(snapshots[name])
+
+
+@pytest.fixture
+def arbitrum(chains: dict[str, AnvilNode]) -> AnvilNode:
+    return chains["arbitrum"]
+
+
+@pytest.fixture
+def base(chains: dict[str, AnvilNode]) -> AnvilNode:
+    return chains["base"]
+
+
+# --- wallets -----------------------------------------------------------------------------
+
+
+def new_funded_wallet(node: AnvilNode, *, eth: int = 10**18) -> LocalAccount:
+    """A fresh account with gas money on ``node`` (mint tokens separately)."""
+    account: LocalAccount = Account.create()
+    node.set_balance(account.address, eth)
+    return account
+
+
+@pytest.fixture
+def agent() -> LocalAccount:
+    """A fresh wallet for signing requests (no chain state)."""
+    account: LocalAccount = Account.create()
+    return account
+
+
+# --- settings and the app ----------------------------------------------------------------
+
+SettingsFactory = Callable[..., Settings]
+
+
+@pytest.fixture
+def make_settings(redis_url: str, key_prefix: str) -> SettingsFactory:
+    """Settings from config/local.toml pointed at this session's Redis and, when given, the
+    anvil nodes; keyword arguments replace any field."""
+
+    def factory(nodes: dict[str, AnvilNode] | None = None, **overrides: Any) -> Settings:
+        env = {"REDIS_URL": redis_url}
+        if nodes:
+            for name, node in nodes.items():
+                env[f"GATEWAY_RPC_{name.upper()}"] = node.url
+        settings = load_settings(LOCAL_CONFIG, env)
+        return settings.with_overrides(redis_key_prefix=key_prefix, **overrides)
+
+    return factory
+
+
+@pytest.fixture
+async def gateway(
+    make_settings: SettingsFactory, chains: dict[str, AnvilNode]
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The gateway on both anvil chains and this session's Redis."""
+    async with serve_in_process(make_settings(chains)) as client:
+        yield client
+
+
+@pytest.fixture
+def project_root() -> Path:
+    return PROJECT_ROOT

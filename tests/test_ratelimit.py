@@ -1,0 +1,97 @@
+"""SPEC section 7: 30 requests/minute per (IP, wallet header), shared through Redis."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.web.middleware import client_ip
+from tests.support import serve_in_process
+
+import ipaddress
+
+
+async def test_429_after_30_requests_shared_by_two_app_instances(make_settings) -> None:
+    settings = make_settings()
+    wallet = {"X-Wallet-Address": "0x" + "ab" * 20}
+    async with serve_in_process(settings) as first, serve_in_process(settings) as second:
+        for i in range(30):
+            client = first if i % 2 == 0 else second
+            response = await client.get("/agent/chains", headers=wallet)
+            assert response.status_code == 200, (i, response.text)
+        for client in (first, second):
+            limited = await client.get("/agent/chains", headers=wallet)
+            assert limited.status_code == 429
+            assert int(limited.headers["Retry-After"]) >= 1
+            assert limited.json()["error"] == "Rate limit exceeded"
+        # Another wallet from the same IP has its own budget.
+        other = await first.get("/agent/chains", headers={"X-Wallet-Address": "0x" + "cd" * 20})
+        assert other.status_code == 200
+
+
+async def test_health_is_not_rate_limited(make_settings) -> None:
+    async with serve_in_process(make_settings(rate_limit_requests=2)) as gateway:
+        for _ in range(5):
+            assert (await gateway.get("/health")).status_code == 200
+
+
+async def test_budget_refills_with_the_clock(make_settings) -> None:
+    from gateway.devstack.clock import ManualClock
+
+    clock = ManualClock()
+    async with serve_in_process(make_settings(rate_limit_requests=30), clock=clock) as gateway:
+        for _ in range(30):
+            assert (await gateway.get("/agent/chains")).status_code == 200
+        limited = await gateway.get("/agent/chains")
+        assert limited.status_code == 429
+        assert limited.headers["Retry-After"] == "2"  # 60 s / 30 requests
+        clock.advance(2)
+        assert (await gateway.get("/agent/chains")).status_code == 200
+        assert (await gateway.get("/agent/chains")).status_code == 429
+
+
+async def test_garbage_wallet_headers_share_one_bucket(make_settings) -> None:
+    """Rotating malformed X-Wallet-Address values does not buy new budgets."""
+    async with serve_in_process(make_settings(rate_limit_requests=3)) as gateway:
+        codes = [
+            (await gateway.get("/agent/chains", headers={"X-Wallet-Address": f"junk{i}"})).status_code
+            for i in range(5)
+        ]
+    assert codes == [200, 200, 200, 429, 429]
+
+
+TRUSTED = [ipaddress.ip_network("10.0.0.0/8")]
+
+
+@pytest.mark.parametrize(
+    ("peer", "xff", "expected"),
+    [
+        ("203.0.113.5", "1.2.3.4", "203.0.113.5"),  # untrusted peer: header ignored
+        ("10.0.0.2", "1.2.3.4", "1.2.3.4"),  # trusted proxy: its client
+        ("10.0.0.2", "6.6.6.6, 1.2.3.4", "1.2.3.4"),  # forged left-most entry ignored
+        ("10.0.0.2", "1.2.3.4, 10.0.0.7", "1.2.3.4"),  # chain of trusted proxies
+        ("10.0.0.2", "not-an-ip", "10.0.0.2"),  # malformed: not believed
+        ("10.0.0.2", None, "10.0.0.2"),
+        (None, "1.2.3.4", "unknown"),
+    ],
+)
+def test_client_ip(peer: str | None, xff: str | None, expected: str) -> None:
+    assert client_ip(peer, xff, TRUSTED) == expected
+
+
+async def test_forged_forwarded_for_from_untrusted_peer_does_not_reset_budget(make_settings) -> None:
+    async with serve_in_process(make_settings(rate_limit_requests=2)) as gateway:
+        codes = [
+            (await gateway.get("/agent/chains", headers={"X-Forwarded-For": f"9.9.9.{i}"})).status_code
+            for i in range(4)
+        ]
+    assert codes == [200, 200, 429, 429]
+
+
+async def test_trusted_proxy_separates_clients(make_settings) -> None:
+    trusted = (ipaddress.ip_network("127.0.0.1/32"),)
+    async with serve_in_process(make_settings(rate_limit_requests=2, trusted_proxies=trusted)) as gateway:
+        codes = [
+            (await gateway.get("/agent/chains", headers={"X-Forwarded-For": f"9.9.9.{i}"})).status_code
+            for i in range(4)
+        ]
+    assert codes == [200, 200, 200, 200]
