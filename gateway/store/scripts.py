@@ -1,5 +1,6 @@
 """Lua scripts: ``lua/*.lua`` files loaded once at start-up and called by name.
 
+Files named ``_*.lua`` hold shared local functions and are prepended to every script.
 Each script is one atomic step that returns an outcome (STYLE rule 5): a tx claim, a credit,
 a rate-limit hit. ``Scripts.load`` reads every file and ``register`` sends SCRIPT LOAD so a
 broken script fails at start-up; calls go through redis-py's ``AsyncScript`` (EVALSHA with a
@@ -22,9 +23,15 @@ class Scripts:
         self._redis = redis
         self._scripts: dict[str, AsyncScript] = {}
         folder = resources.files("gateway.store") / "lua"
-        for entry in sorted(folder.iterdir(), key=lambda e: e.name):
-            if entry.name.endswith(".lua"):
-                self._scripts[entry.name[:-4]] = redis.register_script(entry.read_text("utf-8"))
+        entries = sorted(folder.iterdir(), key=lambda e: e.name)
+        # Files starting with "_" are libraries of local functions, prepended to every script.
+        library = "\n".join(
+            e.read_text("utf-8") for e in entries if e.name.startswith("_") and e.name.endswith(".lua")
+        )
+        for entry in entries:
+            if entry.name.endswith(".lua") and not entry.name.startswith("_"):
+                source = library + "\n" + entry.read_text("utf-8")
+                self._scripts[entry.name[:-4]] = redis.register_script(source)
 
     @property
     def names(self) -> list[str]:

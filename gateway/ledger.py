@@ -1,0 +1,274 @@
+"""The credit ledger in Redis (SPEC section 6) and the payment claims that feed it.
+
+Invariants:
+- balances and entries are integer micro-USD; 1 USD = 100 credits;
+- every balance change is an append-only entry (payment, reversal, burn, adjustment) written by
+  the same Lua script that changes the balance, so ``sum(entries) == balance`` always holds
+  (``check_consistency`` proves it for a wallet);
+- a payment tx is claimed once per ``(chain_id, tx)``: ``claim_payment`` reserves it before any
+  RPC call (a lease, so a crashed verifier cannot lock it forever), ``release_claim`` gives it
+  back on failure, ``credit_payment`` marks it used forever and credits it in one script.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from gateway.store import Store
+from gateway.types import Clock, system_clock
+
+
+class EntryKind(str, Enum):
+    PAYMENT = "payment"
+    REVERSAL = "reversal"
+    BURN = "burn"
+    ADJUSTMENT = "adjustment"
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    seq: int
+    ts_ms: int
+    kind: str
+    amount_micro: int  # signed
+    balance_micro: int  # balance after this entry
+    ref: str
+    reason: str
+
+    def as_wire(self) -> dict[str, Any]:
+        from gateway.types import micro_to_usd_number  # noqa: PLC0415
+
+        return {
+            "seq": self.seq,
+            "ts": self.ts_ms,
+            "kind": self.kind,
+            "amount_usd": micro_to_usd_number(self.amount_micro),
+            "balance_usd": micro_to_usd_number(self.balance_micro),
+            "ref": self.ref,
+            "reason": self.reason,
+        }
+
+
+class ClaimOutcome(str, Enum):
+    RESERVED = "reserved"  # ours now: verify, then credit or release
+    USED = "used"  # credited before: 409
+    BUSY = "busy"  # another request is verifying it right now
+
+
+class CreditOutcome(str, Enum):
+    CREDITED = "credited"
+    USED = "used"  # someone else credited it (cannot happen while we hold the claim)
+    LOST = "lost"  # our claim's lease ran out before crediting: nothing credited
+
+
+class ApplyOutcome(str, Enum):
+    APPLIED = "applied"
+    DUPLICATE = "duplicate"  # the guard key says this change was made already
+    INSUFFICIENT = "insufficient"  # would go below the floor
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    outcome: ApplyOutcome | CreditOutcome
+    balance_micro: int
+    seq: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimTicket:
+    """Proof that this request holds the claim on ``(chain_id, tx_hash)``."""
+
+    chain_id: int
+    tx_hash: str
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
+class ConsistencyReport:
+    wallet: str
+    balance_micro: int
+    entries_sum_micro: int
+    entries: int
+    chain_ok: bool  # each entry's running balance follows from the one before
+
+    @property
+    def ok(self) -> bool:
+        return self.chain_ok and self.balance_micro == self.entries_sum_micro
+
+
+class Ledger:
+    """Balances, entries and payment claims of every wallet."""
+
+    def __init__(self, store: Store, *, clock: Clock = system_clock, claim_lease_ms: int = 60_000) -> None:
+        self._store = store
+        self._keys = store.keys
+        self._clock = clock
+        self._claim_lease_ms = claim_lease_ms
+
+    def _now_ms(self) -> int:
+        return int(self._clock() * 1000)
+
+    def _entry_keys(self, wallet: str) -> list[str]:
+        k = self._keys
+        return [k.balance(wallet), k.ledger(wallet), k.ledger_seq(), k.wallets()]
+
+    # --- reads ----------------------------------------------------------------------------
+
+    async def balance(self, wallet: str) -> int:
+        raw = await self._store.redis.get(self._keys.balance(wallet))
+        return int(raw or 0)
+
+    async def entries(self, wallet: str, *, limit: int | None = None) -> list[LedgerEntry]:
+        """Newest first; ``limit`` entries at most."""
+        start = -limit if limit else 0
+        raw = await self._store.redis.lrange(self._keys.ledger(wallet), start, -1)
+        return [_parse_entry(item) for item in reversed(raw)]
+
+    async def wallets(self) -> list[str]:
+        return sorted(await self._store.redis.smembers(self._keys.wallets()))
+
+    async def check_consistency(self, wallet: str) -> ConsistencyReport:
+        """Read balance and entries in one MULTI and prove sum(entries) == balance."""
+        async with self._store.redis.pipeline(transaction=True) as pipe:
+            pipe.get(self._keys.balance(wallet))
+            pipe.lrange(self._keys.ledger(wallet), 0, -1)
+            raw_balance, raw_entries = await pipe.execute()
+        entries = [_parse_entry(item) for item in raw_entries]
+        running = 0
+        chain_ok = True
+        for entry in entries:
+            running += entry.amount_micro
+            chain_ok = chain_ok and entry.balance_micro == running
+        return ConsistencyReport(
+            wallet=wallet.lower(),
+            balance_micro=int(raw_balance or 0),
+            entries_sum_micro=running,
+            entries=len(entries),
+            chain_ok=chain_ok,
+        )
+
+    # --- changes --------------------------------------------------------------------------
+
+    async def apply(
+        self,
+        wallet: str,
+        kind: EntryKind,
+        amount_micro: int,
+        *,
+        ref: str,
+        reason: str,
+        once_key: str | None = None,
+        floor_micro: int | None = None,
+    ) -> Applied:
+        """Add a signed entry. With ``once_key`` the change happens at most once for that key
+        (the key is written in the same script); with ``floor_micro`` it is refused when the
+        balance would end below the floor."""
+        keys = [*self._entry_keys(wallet), once_key or self._keys.prefix + "noguard"]
+        args = [
+            wallet.lower(),
+            amount_micro,
+            kind.value,
+            ref,
+            reason,
+            self._now_ms(),
+            "1" if once_key else "0",
+            "" if floor_micro is None else floor_micro,
+        ]
+        result = await self._store.run("ledger_apply", keys, args)
+        outcome = ApplyOutcome(result[0])
+        seq = int(result[2]) if len(result) > 2 else None
+        return Applied(outcome=outcome, balance_micro=int(result[1]), seq=seq)
+
+    async def claim_payment(self, chain_id: int, tx_hash: str) -> tuple[ClaimOutcome, ClaimTicket]:
+        ticket = ClaimTicket(chain_id=chain_id, tx_hash=tx_hash, token=secrets.token_hex(8))
+        result = await self._store.run(
+            "claim_payment", [self._keys.claim(chain_id, tx_hash)], [ticket.token, self._claim_lease_ms]
+        )
+        return ClaimOutcome(result), ticket
+
+    async def release_claim(self, ticket: ClaimTicket) -> bool:
+        released = await self._store.run(
+            "release_claim", [self._keys.claim(ticket.chain_id, ticket.tx_hash)], [ticket.token]
+        )
+        return bool(int(released))
+
+    async def claim_state(self, chain_id: int, tx_hash: str) -> str | None:
+        """``None`` (unclaimed), ``"used"`` or ``"pending"``."""
+        raw = await self._store.redis.get(self._keys.claim(chain_id, tx_hash))
+        if raw is None:
+            return None
+        return "used" if raw == "used" else "pending"
+
+    async def credit_payment(
+        self,
+        ticket: ClaimTicket,
+        wallet: str,
+        amount_micro: int,
+        record: Mapping[str, str | int],
+        *,
+        recheck_block: int | None = None,
+    ) -> Applied:
+        """Mark the claimed tx used and credit ``amount_micro`` in one script. ``record`` is
+        the verification stored for operators; ``recheck_block`` queues a finality re-check."""
+        k = self._keys
+        ref = f"{ticket.chain_id}:{ticket.tx_hash}"
+        keys = [
+            k.claim(ticket.chain_id, ticket.tx_hash),
+            k.payment(ticket.chain_id, ticket.tx_hash),
+            *self._entry_keys(wallet),
+            k.wallet_payments(wallet),
+            k.recheck_queue(),
+        ]
+        args = [
+            ticket.token,
+            wallet.lower(),
+            amount_micro,
+            self._now_ms(),
+            ref,
+            json.dumps(dict(record)),
+            "" if recheck_block is None else recheck_block,
+        ]
+        result = await self._store.run("credit_payment", keys, args)
+        seq = int(result[2]) if len(result) > 2 else None
+        return Applied(outcome=CreditOutcome(result[0]), balance_micro=int(result[1]), seq=seq)
+
+    async def reverse_payment(
+        self, chain_id: int, tx_hash: str, wallet: str, amount_micro: int, reason: str
+    ) -> Applied:
+        """Reverse a credited payment (reorg). At most once per payment."""
+        k = self._keys
+        ref = f"{chain_id}:{tx_hash}"
+        keys = [k.payment(chain_id, tx_hash), *self._entry_keys(wallet), k.recheck_queue()]
+        result = await self._store.run(
+            "reverse_payment", keys, [wallet.lower(), amount_micro, self._now_ms(), ref, reason]
+        )
+        outcome = ApplyOutcome.APPLIED if result[0] == "reversed" else ApplyOutcome.DUPLICATE
+        seq = int(result[2]) if len(result) > 2 else None
+        return Applied(outcome=outcome, balance_micro=int(result[1]), seq=seq)
+
+    async def payment_record(self, chain_id: int, tx_hash: str) -> dict[str, str] | None:
+        record: dict[str, str] = await self._store.redis.hgetall(self._keys.payment(chain_id, tx_hash))
+        return record or None
+
+    async def wallet_payments(self, wallet: str, *, limit: int = 50) -> list[str]:
+        """``chain_id:tx`` refs of a wallet's credited payments, newest first."""
+        refs: list[str] = await self._store.redis.lrange(self._keys.wallet_payments(wallet), 0, limit - 1)
+        return refs
+
+
+def _parse_entry(raw: str) -> LedgerEntry:
+    data = json.loads(raw)
+    return LedgerEntry(
+        seq=int(data["seq"]),
+        ts_ms=int(data["ts"]),
+        kind=str(data["kind"]),
+        amount_micro=int(data["amount"]),
+        balance_micro=int(data["balance"]),
+        ref=str(data.get("ref", "")),
+        reason=str(data.get("reason", "")),
+    )

@@ -1,0 +1,112 @@
+"""SPEC section 6 ledger invariants against a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from gateway.ledger import ApplyOutcome, ClaimOutcome, CreditOutcome, EntryKind, Ledger
+from gateway.store import Store, connect_store
+
+WALLET = "0x" + "ab" * 20
+TX = "0x" + "12" * 32
+
+
+@pytest.fixture
+async def store(redis_url: str, key_prefix: str) -> AsyncIterator[Store]:
+    store = await connect_store(redis_url, key_prefix)
+    yield store
+    await store.close()
+
+
+@pytest.fixture
+def ledger(store: Store) -> Ledger:
+    return Ledger(store)
+
+
+async def test_entries_sum_to_balance(ledger: Ledger) -> None:
+    await ledger.apply(WALLET, EntryKind.ADJUSTMENT, 1_500_000, ref="op", reason="gift")
+    await ledger.apply(WALLET, EntryKind.BURN, -685, ref="p1:1", reason="hour")
+    await ledger.apply(WALLET, EntryKind.ADJUSTMENT, -15, ref="op", reason="fix")
+    report = await ledger.check_consistency(WALLET)
+    assert report.ok and report.balance_micro == 1_499_300 and report.entries == 3
+    entries = await ledger.entries(WALLET)
+    assert [e.amount_micro for e in entries] == [-15, -685, 1_500_000]  # newest first
+    assert entries[0].balance_micro == 1_499_300
+
+
+async def test_consistency_check_detects_a_silent_edit(ledger: Ledger, store: Store) -> None:
+    await ledger.apply(WALLET, EntryKind.ADJUSTMENT, 100, ref="op", reason="x")
+    await store.redis.incrby(store.keys.balance(WALLET), 5)  # an edit without an entry
+    assert not (await ledger.check_consistency(WALLET)).ok
+
+
+async def test_once_key_applies_once_even_concurrently(ledger: Ledger, store: Store) -> None:
+    guard = store.keys.prefix + "guard:test"
+    results = await asyncio.gather(
+        *(ledger.apply(WALLET, EntryKind.BURN, -10, ref="r", reason="x", once_key=guard) for _ in range(20))
+    )
+    assert sum(r.outcome is ApplyOutcome.APPLIED for r in results) == 1
+    assert await ledger.balance(WALLET) == -10
+
+
+async def test_floor_refuses_overdraft(ledger: Ledger) -> None:
+    await ledger.apply(WALLET, EntryKind.ADJUSTMENT, 100, ref="op", reason="x")
+    refused = await ledger.apply(WALLET, EntryKind.BURN, -101, ref="r", reason="x", floor_micro=0)
+    assert refused.outcome is ApplyOutcome.INSUFFICIENT and refused.balance_micro == 100
+    assert (await ledger.check_consistency(WALLET)).entries == 1
+
+
+async def test_claim_is_exclusive_and_permanent_once_credited(ledger: Ledger) -> None:
+    outcome, ticket = await ledger.claim_payment(42161, TX)
+    assert outcome is ClaimOutcome.RESERVED
+    assert (await ledger.claim_payment(42161, TX))[0] is ClaimOutcome.BUSY
+    credited = await ledger.credit_payment(ticket, WALLET, 2_000_000, {"chain_id": 42161, "tx": TX})
+    assert credited.outcome is CreditOutcome.CREDITED and credited.balance_micro == 2_000_000
+    assert (await ledger.claim_payment(42161, TX))[0] is ClaimOutcome.USED
+    # Crediting again with the same ticket changes nothing.
+    again = await ledger.credit_payment(ticket, WALLET, 2_000_000, {})
+    assert again.outcome is CreditOutcome.USED and await ledger.balance(WALLET) == 2_000_000
+    record = await ledger.payment_record(42161, TX)
+    assert record is not None and record["status"] == "credited"
+    assert await ledger.wallet_payments(WALLET) == [f"42161:{TX}"]
+
+
+async def test_released_claim_can_be_claimed_again(ledger: Ledger) -> None:
+    _, ticket = await ledger.claim_payment(8453, TX)
+    assert await ledger.release_claim(ticket)
+    assert (await ledger.claim_payment(8453, TX))[0] is ClaimOutcome.RESERVED
+
+
+async def test_only_the_holder_releases(ledger: Ledger) -> None:
+    _, ticket = await ledger.claim_payment(8453, TX)
+    from gateway.ledger import ClaimTicket
+
+    assert not await ledger.release_claim(ClaimTicket(8453, TX, "someone-else"))
+    assert await ledger.claim_state(8453, TX) == "pending"
+    assert await ledger.release_claim(ticket)
+
+
+async def test_expired_claim_lease_credits_nothing(store: Store) -> None:
+    ledger = Ledger(store, claim_lease_ms=50)
+    _, ticket = await ledger.claim_payment(42161, TX)
+    await asyncio.sleep(0.1)
+    _, other = await ledger.claim_payment(42161, TX)  # lease ran out: another took it
+    lost = await ledger.credit_payment(ticket, WALLET, 1, {})
+    assert lost.outcome is CreditOutcome.LOST
+    assert (await ledger.credit_payment(other, WALLET, 1, {})).outcome is CreditOutcome.CREDITED
+    assert await ledger.balance(WALLET) == 1
+
+
+async def test_reversal_once(ledger: Ledger) -> None:
+    _, ticket = await ledger.claim_payment(42161, TX)
+    await ledger.credit_payment(ticket, WALLET, 700, {"tx": TX}, recheck_block=5)
+    first = await ledger.reverse_payment(42161, TX, WALLET, 700, "reorg removed the tx")
+    second = await ledger.reverse_payment(42161, TX, WALLET, 700, "reorg removed the tx")
+    assert first.outcome is ApplyOutcome.APPLIED and second.outcome is ApplyOutcome.DUPLICATE
+    assert await ledger.balance(WALLET) == 0
+    entries = await ledger.entries(WALLET)
+    assert entries[0].kind == "reversal" and entries[0].reason == "reorg removed the tx"
+    assert (await ledger.check_consistency(WALLET)).ok
