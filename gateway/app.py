@@ -17,6 +17,8 @@ from gateway.auth import WalletAuthenticator
 from gateway.chains import ChainRegistry
 from gateway.config import Settings
 from gateway.errors import ConfigError, GatewayError
+from gateway.ledger import Ledger
+from gateway.ownership import Ownership
 from gateway.ratelimit import RateLimiter
 from gateway.store import STORAGE_ERRORS, connect_store
 from gateway.types import Clock, system_clock
@@ -59,6 +61,8 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> Starlette:
                 window_seconds=settings.rate_limit_window_seconds,
                 clock=clock,
             ),
+            ledger=Ledger(store, clock=clock),
+            ownership=Ownership(store, clock=clock),
             clock=clock,
         )
         try:

@@ -9,6 +9,8 @@ from starlette.requests import Request
 from gateway.auth import WalletAuthenticator
 from gateway.chains import ChainRegistry
 from gateway.config import Settings
+from gateway.ledger import Ledger
+from gateway.ownership import Ownership
 from gateway.ratelimit import RateLimiter
 from gateway.store import Store
 from gateway.types import Clock, Wallet
@@ -21,6 +23,8 @@ class Services:
     chains: ChainRegistry
     auth: WalletAuthenticator
     limiter: RateLimiter
+    ledger: Ledger
+    ownership: Ownership
     clock: Clock
 
 
