@@ -13,10 +13,10 @@ from gateway.errors import ConfigError
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn  # noqa: PLC0415
+    import uvicorn
 
-    from gateway.app import create_app  # noqa: PLC0415
-    from gateway.store.embedded import EmbeddedRedis, EmbeddedRedisError  # noqa: PLC0415
+    from gateway.app import create_app
+    from gateway.store.embedded import EmbeddedRedis, EmbeddedRedisError
 
     settings = load_settings(args.config, os.environ)
     embedded: EmbeddedRedis | None = None
@@ -42,7 +42,9 @@ def _serve(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m gateway", description=__doc__)
-    parser.add_argument("--config", help="config file (default: $GATEWAY_CONFIG or config/gateway.toml)")
+    parser.add_argument(
+        "--config", help="config file (default: $GATEWAY_CONFIG or config/gateway.toml)"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the gateway")
     serve.add_argument("--host", default="127.0.0.1")

@@ -82,6 +82,6 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> Starlette:
             Middleware(BodyLimitMiddleware, max_upload_body=settings.max_body_bytes),
             Middleware(RateLimitMiddleware, trusted_proxies=settings.trusted_proxies),
         ],
-        exception_handlers=handlers,  # type: ignore[arg-type]
+        exception_handlers=handlers,
         lifespan=lifespan,
     )

@@ -21,11 +21,10 @@ from typing import Protocol
 
 from eth_account import Account
 from eth_account.messages import encode_defunct
-from eth_utils import to_checksum_address
 
 from gateway.errors import AuthFailed
 from gateway.store import Store
-from gateway.types import Clock, Wallet, system_clock
+from gateway.types import Clock, Wallet, checksum_address, system_clock
 
 HEADER_WALLET = "x-wallet-address"
 HEADER_SIGNATURE = "x-signature"
@@ -156,7 +155,7 @@ class WalletAuthenticator:
         )
         if not consumed:
             raise AuthFailed("X-Nonce already used for this wallet", code="nonce_reused")
-        return Wallet(address=to_checksum_address(signed.wallet))
+        return Wallet(address=checksum_address(signed.wallet))
 
     async def _check_contract_signature(self, signed: SignedRequest, message: str) -> None:
         if signed.signature.hex().endswith(_ERC6492_SUFFIX):

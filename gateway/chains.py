@@ -20,8 +20,7 @@ from typing import Any, TypeVar
 
 import aiohttp
 from eth_account.messages import defunct_hash_message
-from eth_utils import to_checksum_address
-from web3 import AsyncHTTPProvider, AsyncWeb3
+from web3 import AsyncHTTPProvider, AsyncWeb3, Web3
 from web3.exceptions import ContractLogicError, TransactionNotFound, Web3Exception
 
 from gateway.config import ABI_DIR, ChainConfig, TokenConfig
@@ -31,6 +30,8 @@ from gateway.types import Clock, system_clock
 log = logging.getLogger("gateway.chains")
 
 T = TypeVar("T")
+_W3 = AsyncWeb3[AsyncHTTPProvider]
+to_checksum_address = Web3.to_checksum_address
 
 ERC20_ABI: list[dict[str, Any]] = json.loads((ABI_DIR / "erc20.json").read_text())
 ERC1271_ABI: list[dict[str, Any]] = json.loads((ABI_DIR / "erc1271.json").read_text())
@@ -85,7 +86,7 @@ class RpcUnavailable(Unavailable):
 class _Endpoint:
     def __init__(self, url: str, timeout: float) -> None:
         self.url = url
-        self.w3 = AsyncWeb3(
+        self.w3: _W3 = AsyncWeb3(
             AsyncHTTPProvider(
                 url,
                 request_kwargs={"timeout": aiohttp.ClientTimeout(total=timeout)},
@@ -149,7 +150,7 @@ class ChainClient:
         endpoint.verified = True
 
     async def call(
-        self, fn: Callable[[AsyncWeb3], Awaitable[T]], *, start_at: int | None = None
+        self, fn: Callable[[_W3], Awaitable[T]], *, start_at: int | None = None
     ) -> tuple[T, int]:
         """Run ``fn`` against the first URL that answers; return its result and URL index.
 
@@ -179,14 +180,15 @@ class ChainClient:
 
     # --- reads --------------------------------------------------------------------------
 
-    async def token_balances(
-        self, holder: str, tokens: Sequence[TokenConfig]
-    ) -> dict[str, int]:
+    async def token_balances(self, holder: str, tokens: Sequence[TokenConfig]) -> dict[str, int]:
         """``balanceOf(holder)`` of every token, in one JSON-RPC batch."""
         owner = to_checksum_address(holder)
 
-        async def read(w3: AsyncWeb3) -> list[Any]:
-            contracts = [w3.eth.contract(address=t.address, abi=ERC20_ABI) for t in tokens]
+        async def read(w3: _W3) -> list[Any]:
+            contracts = [
+                w3.eth.contract(address=to_checksum_address(t.address), abi=ERC20_ABI)
+                for t in tokens
+            ]
             async with w3.batch_requests() as batch:
                 for contract in contracts:
                     batch.add(contract.functions.balanceOf(owner))
@@ -225,7 +227,7 @@ class ChainClient:
         """Canonical hash and timestamp at a height plus the latest/safe/finalized heights,
         in one batch to one URL (the one that gave the receipt when possible)."""
 
-        async def read(w3: AsyncWeb3) -> list[Any]:
+        async def read(w3: _W3) -> list[Any]:
             async with w3.batch_requests() as batch:
                 batch.add(w3.eth.get_block(block_number))
                 batch.add(w3.eth.get_block("latest"))
@@ -257,7 +259,7 @@ class ChainClient:
         digest = bytes(defunct_hash_message(text=message))
         address = to_checksum_address(wallet)
 
-        async def ask(w3: AsyncWeb3) -> bool:
+        async def ask(w3: _W3) -> bool:
             if not await w3.eth.get_code(address):
                 return False
             contract = w3.eth.contract(address=address, abi=ERC1271_ABI)

@@ -14,10 +14,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from eth_utils import to_checksum_address
-
 from gateway.errors import ConfigError
-from gateway.types import Finality, is_address, usd_to_micro
+from gateway.types import Finality, checksum_address, is_address, usd_to_micro
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG_PATH = PROJECT_ROOT / "config" / "gateway.toml"
@@ -135,8 +133,8 @@ def parse_settings(raw: Mapping[str, Any], env: Mapping[str, str], *, source: st
     reader = _Reader(raw)
     gw = "gateway"
 
-    global_pay_to = env.get("GATEWAY_PAY_TO") or reader.str(f"{gw}.pay_to", default="")
-    chains_raw = reader.table("chains")
+    global_pay_to = env.get("GATEWAY_PAY_TO") or reader.get_str(f"{gw}.pay_to", default="")
+    chains_raw = reader.get_table("chains")
     if not chains_raw:
         raise ConfigError("chains", "at least one chain must be configured")
     chains: dict[str, ChainConfig] = {}
@@ -148,22 +146,22 @@ def parse_settings(raw: Mapping[str, Any], env: Mapping[str, str], *, source: st
         seen_ids.add(chain.chain_id)
         chains[chain.name] = chain
 
-    default_chain = reader.str(f"{gw}.default_chain", default=next(iter(chains))).lower()
+    default_chain = reader.get_str(f"{gw}.default_chain", default=next(iter(chains))).lower()
     if default_chain not in chains:
         raise ConfigError(f"{gw}.default_chain", f"{default_chain!r} is not a configured chain")
 
     pricing = Pricing(
-        price_micro_usd_per_month=reader.usd("pricing.price_usd_per_month", default="0.50"),
-        minimum_micro_usd=reader.usd("pricing.minimum_usd", default="0.50"),
-        max_months=reader.int("pricing.max_months", default=24, low=1, high=120),
+        price_micro_usd_per_month=reader.get_usd("pricing.price_usd_per_month", default="0.50"),
+        minimum_micro_usd=reader.get_usd("pricing.minimum_usd", default="0.50"),
+        max_months=reader.get_int("pricing.max_months", default=24, low=1, high=120),
     )
     if pricing.price_micro_usd_per_month <= 0:
         raise ConfigError("pricing.price_usd_per_month", "must be positive")
     if pricing.minimum_micro_usd < 0:
         raise ConfigError("pricing.minimum_usd", "must not be negative")
 
-    auth_window = reader.int("auth.window_seconds", default=60, low=1, high=3600)
-    nonce_ttl = reader.int("auth.nonce_ttl_seconds", default=300, low=1, high=86400)
+    auth_window = reader.get_int("auth.window_seconds", default=60, low=1, high=3600)
+    nonce_ttl = reader.get_int("auth.nonce_ttl_seconds", default=300, low=1, high=86400)
     if nonce_ttl <= 2 * auth_window:
         raise ConfigError("auth.nonce_ttl_seconds", "must exceed twice auth.window_seconds")
 
@@ -171,7 +169,7 @@ def parse_settings(raw: Mapping[str, Any], env: Mapping[str, str], *, source: st
     proxies_list: list[str] = (
         [p.strip() for p in proxies_text.split(",") if p.strip()]
         if proxies_text is not None
-        else reader.str_list(f"{gw}.trusted_proxies", default=[])
+        else reader.get_str_list(f"{gw}.trusted_proxies", default=[])
     )
     trusted: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
     for item in proxies_list:
@@ -181,9 +179,9 @@ def parse_settings(raw: Mapping[str, Any], env: Mapping[str, str], *, source: st
             key = "GATEWAY_TRUSTED_PROXIES" if proxies_text is not None else f"{gw}.trusted_proxies"
             raise ConfigError(key, f"not an IP address or CIDR range: {item!r}") from exc
 
-    api_url = (env.get("CREATEOS_API_URL") or reader.str("upstream.api_url", default="")).rstrip(
-        "/"
-    )
+    api_url = (
+        env.get("CREATEOS_API_URL") or reader.get_str("upstream.api_url", default="")
+    ).rstrip("/")
     if not api_url.startswith(("http://", "https://")):
         key = "CREATEOS_API_URL" if env.get("CREATEOS_API_URL") else "upstream.api_url"
         raise ConfigError(key, "must be an http(s) URL")
@@ -192,16 +190,16 @@ def parse_settings(raw: Mapping[str, Any], env: Mapping[str, str], *, source: st
     if redis_url is not None and not redis_url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError("REDIS_URL", "must start with redis://, rediss:// or unix://")
 
-    embedded_dir = Path(reader.str(f"{gw}.embedded_redis_dir", default="data/redis"))
+    embedded_dir = Path(reader.get_str(f"{gw}.embedded_redis_dir", default="data/redis"))
     if not embedded_dir.is_absolute():
         embedded_dir = Path.cwd() / embedded_dir
 
-    prefix = reader.str(f"{gw}.redis_key_prefix", default="gw:")
+    prefix = reader.get_str(f"{gw}.redis_key_prefix", default="gw:")
     if not prefix or any(c.isspace() for c in prefix):
         raise ConfigError(f"{gw}.redis_key_prefix", "must be non-empty without whitespace")
 
-    max_body = reader.int(f"{gw}.max_body_bytes", default=70 * 1024 * 1024, low=1024)
-    max_upload = reader.int(f"{gw}.max_upload_bytes", default=50 * 1024 * 1024, low=1024)
+    max_body = reader.get_int(f"{gw}.max_body_bytes", default=70 * 1024 * 1024, low=1024)
+    max_upload = reader.get_int(f"{gw}.max_upload_bytes", default=50 * 1024 * 1024, low=1024)
     if max_upload > max_body:
         raise ConfigError(f"{gw}.max_upload_bytes", "must not exceed gateway.max_body_bytes")
 
@@ -211,32 +209,35 @@ def parse_settings(raw: Mapping[str, Any], env: Mapping[str, str], *, source: st
         pricing=pricing,
         auth_window_seconds=auth_window,
         nonce_ttl_seconds=nonce_ttl,
-        rate_limit_requests=reader.int("rate_limit.requests", default=30, low=1),
-        rate_limit_window_seconds=reader.int("rate_limit.window_seconds", default=60, low=1),
+        rate_limit_requests=reader.get_int("rate_limit.requests", default=30, low=1),
+        rate_limit_window_seconds=reader.get_int("rate_limit.window_seconds", default=60, low=1),
         max_body_bytes=max_body,
         max_upload_bytes=max_upload,
-        max_upload_files=reader.int(f"{gw}.max_upload_files", default=2000, low=1),
+        max_upload_files=reader.get_int(f"{gw}.max_upload_files", default=2000, low=1),
         trusted_proxies=tuple(trusted),
         redis_url=redis_url,
         embedded_redis_dir=embedded_dir,
         redis_key_prefix=prefix,
         admin_token=env.get("GATEWAY_ADMIN_TOKEN") or None,
         createos_api_url=api_url,
-        createos_api_key=env.get("CREATEOS_API_KEY") or reader.str("upstream.api_key", default=""),
-        upstream_connect_timeout=reader.float("upstream.connect_timeout_seconds", default=5.0),
-        upstream_read_timeout=reader.float("upstream.read_timeout_seconds", default=15.0),
-        upstream_upload_timeout=reader.float("upstream.upload_timeout_seconds", default=120.0),
-        max_payment_age_seconds=reader.int(
+        createos_api_key=env.get("CREATEOS_API_KEY")
+        or reader.get_str("upstream.api_key", default=""),
+        upstream_connect_timeout=reader.get_float("upstream.connect_timeout_seconds", default=5.0),
+        upstream_read_timeout=reader.get_float("upstream.read_timeout_seconds", default=15.0),
+        upstream_upload_timeout=reader.get_float("upstream.upload_timeout_seconds", default=120.0),
+        max_payment_age_seconds=reader.get_int(
             "payments.max_payment_age_seconds", default=72 * 3600, low=60
         ),
-        rpc_timeout_seconds=reader.float("payments.rpc_timeout_seconds", default=8.0),
-        verify_timeout_seconds=reader.float("payments.verify_timeout_seconds", default=20.0),
-        pending_retry_after_seconds=reader.int(
+        rpc_timeout_seconds=reader.get_float("payments.rpc_timeout_seconds", default=8.0),
+        verify_timeout_seconds=reader.get_float("payments.verify_timeout_seconds", default=20.0),
+        pending_retry_after_seconds=reader.get_int(
             "payments.pending_retry_after_seconds", default=5, low=1, high=600
         ),
-        recheck_interval_seconds=reader.float("payments.recheck_interval_seconds", default=60.0),
-        metering_interval_seconds=reader.float("metering.interval_seconds", default=60.0),
-        metering_lease_seconds=reader.int("metering.lease_seconds", default=120, low=5),
+        recheck_interval_seconds=reader.get_float(
+            "payments.recheck_interval_seconds", default=60.0
+        ),
+        metering_interval_seconds=reader.get_float("metering.interval_seconds", default=60.0),
+        metering_lease_seconds=reader.get_int("metering.lease_seconds", default=120, low=5),
         source=source,
     )
 
@@ -245,13 +246,13 @@ def _parse_chain(
     reader: _Reader, name: str, raw_name: str, global_pay_to: str, env: Mapping[str, str]
 ) -> ChainConfig:
     base = f"chains.{raw_name}"
-    chain_id = reader.int(f"{base}.chain_id", low=1)
+    chain_id = reader.get_int(f"{base}.chain_id", low=1)
     env_key = f"GATEWAY_RPC_{name.upper()}"
     if env.get(env_key):
         urls = [u.strip() for u in env[env_key].split(",") if u.strip()]
         url_key = env_key
     else:
-        urls = reader.str_list(f"{base}.rpc_urls")
+        urls = reader.get_str_list(f"{base}.rpc_urls")
         url_key = f"{base}.rpc_urls"
     if not urls:
         raise ConfigError(url_key, "at least one RPC URL is required")
@@ -262,8 +263,10 @@ def _parse_chain(
     if env.get("GATEWAY_PAY_TO"):
         pay_to, pay_key = env["GATEWAY_PAY_TO"], "GATEWAY_PAY_TO"
     else:
-        pay_to = reader.str(f"{base}.pay_to", default="") or global_pay_to
-        pay_key = f"{base}.pay_to" if reader.str(f"{base}.pay_to", default="") else "gateway.pay_to"
+        pay_to = reader.get_str(f"{base}.pay_to", default="") or global_pay_to
+        pay_key = (
+            f"{base}.pay_to" if reader.get_str(f"{base}.pay_to", default="") else "gateway.pay_to"
+        )
     if not pay_to:
         raise ConfigError(
             "GATEWAY_PAY_TO",
@@ -272,25 +275,25 @@ def _parse_chain(
     if not is_address(pay_to) or int(pay_to, 16) == 0:
         raise ConfigError(pay_key, f"not a valid non-zero address: {pay_to!r}")
 
-    finality_text = reader.str(f"{base}.finality", default="latest")
+    finality_text = reader.get_str(f"{base}.finality", default="latest")
     try:
         finality = Finality(finality_text)
     except ValueError as exc:
         raise ConfigError(f"{base}.finality", "must be latest, safe or finalized") from exc
 
     tokens: dict[str, TokenConfig] = {}
-    for key in reader.table(f"{base}.tokens"):
+    for key in reader.get_table(f"{base}.tokens"):
         tbase = f"{base}.tokens.{key}"
-        address = reader.str(f"{tbase}.address")
+        address = reader.get_str(f"{tbase}.address")
         if not is_address(address):
             raise ConfigError(f"{tbase}.address", f"not an address: {address!r}")
-        if not reader.bool(f"{tbase}.enabled", default=True):
+        if not reader.get_bool(f"{tbase}.enabled", default=True):
             continue
         tokens[key.lower()] = TokenConfig(
             key=key.lower(),
-            symbol=reader.str(f"{tbase}.symbol", default=key.upper()),
-            address=to_checksum_address(address),
-            decimals=reader.int(f"{tbase}.decimals", low=0, high=36),
+            symbol=reader.get_str(f"{tbase}.symbol", default=key.upper()),
+            address=checksum_address(address),
+            decimals=reader.get_int(f"{tbase}.decimals", low=0, high=36),
         )
     if not tokens:
         raise ConfigError(f"{base}.tokens", "at least one enabled token is required")
@@ -299,9 +302,11 @@ def _parse_chain(
         name=name,
         chain_id=chain_id,
         rpc_urls=tuple(urls),
-        pay_to=to_checksum_address(pay_to),
+        pay_to=checksum_address(pay_to),
         finality=finality,
-        min_confirmations=reader.int(f"{base}.min_confirmations", default=1, low=1, high=10_000),
+        min_confirmations=reader.get_int(
+            f"{base}.min_confirmations", default=1, low=1, high=10_000
+        ),
         tokens=tokens,
     )
 
@@ -325,25 +330,27 @@ class _Reader:
             node = node[part]
         return node
 
-    def table(self, key: str) -> Mapping[str, Any]:
+    def get_table(self, key: str) -> Mapping[str, Any]:
         value = self._get(key, {})
         if not isinstance(value, Mapping):
             raise ConfigError(key, "must be a table")
         return value
 
-    def str(self, key: str, default: Any = _MISSING) -> str:
+    def get_str(self, key: str, default: Any = _MISSING) -> str:
         value = self._get(key, default)
         if not isinstance(value, str):
             raise ConfigError(key, "must be a string")
         return value
 
-    def bool(self, key: str, default: Any = _MISSING) -> bool:
+    def get_bool(self, key: str, default: Any = _MISSING) -> bool:
         value = self._get(key, default)
         if not isinstance(value, bool):
             raise ConfigError(key, "must be true or false")
         return value
 
-    def int(self, key: str, default: Any = _MISSING, low: int | None = None, high: int | None = None) -> int:
+    def get_int(
+        self, key: str, default: Any = _MISSING, low: int | None = None, high: int | None = None
+    ) -> int:
         value = self._get(key, default)
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(key, "must be an integer")
@@ -353,13 +360,13 @@ class _Reader:
             raise ConfigError(key, f"must be at most {high}")
         return value
 
-    def float(self, key: str, default: Any = _MISSING) -> float:
+    def get_float(self, key: str, default: Any = _MISSING) -> float:
         value = self._get(key, default)
         if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
             raise ConfigError(key, "must be a positive number")
         return float(value)
 
-    def usd(self, key: str, default: Any = _MISSING) -> int:
+    def get_usd(self, key: str, default: Any = _MISSING) -> int:
         value = self._get(key, default)
         if not isinstance(value, str):
             raise ConfigError(key, 'must be a decimal string such as "0.50"')
@@ -368,7 +375,7 @@ class _Reader:
         except ValueError as exc:
             raise ConfigError(key, str(exc)) from exc
 
-    def str_list(self, key: str, default: Any = _MISSING) -> list[str]:
+    def get_str_list(self, key: str, default: Any = _MISSING) -> list[str]:
         value = self._get(key, default)
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ConfigError(key, "must be a list of strings")

@@ -41,7 +41,7 @@ class LedgerEntry:
     reason: str
 
     def as_wire(self) -> dict[str, Any]:
-        from gateway.types import micro_to_usd_number  # noqa: PLC0415
+        from gateway.types import micro_to_usd_number
 
         return {
             "seq": self.seq,
@@ -104,7 +104,9 @@ class ConsistencyReport:
 class Ledger:
     """Balances, entries and payment claims of every wallet."""
 
-    def __init__(self, store: Store, *, clock: Clock = system_clock, claim_lease_ms: int = 60_000) -> None:
+    def __init__(
+        self, store: Store, *, clock: Clock = system_clock, claim_lease_ms: int = 60_000
+    ) -> None:
         self._store = store
         self._keys = store.keys
         self._clock = clock
@@ -127,10 +129,10 @@ class Ledger:
         """Newest first; ``limit`` entries at most."""
         start = -limit if limit else 0
         raw = await self._store.redis.lrange(self._keys.ledger(wallet), start, -1)
-        return [_parse_entry(item) for item in reversed(raw)]
+        return [_parse_entry(str(item)) for item in reversed(raw)]
 
     async def wallets(self) -> list[str]:
-        return sorted(await self._store.redis.smembers(self._keys.wallets()))
+        return sorted(str(w) for w in await self._store.redis.smembers(self._keys.wallets()))
 
     async def check_consistency(self, wallet: str) -> ConsistencyReport:
         """Read balance and entries in one MULTI and prove sum(entries) == balance."""
@@ -187,7 +189,9 @@ class Ledger:
     async def claim_payment(self, chain_id: int, tx_hash: str) -> tuple[ClaimOutcome, ClaimTicket]:
         ticket = ClaimTicket(chain_id=chain_id, tx_hash=tx_hash, token=secrets.token_hex(8))
         result = await self._store.run(
-            "claim_payment", [self._keys.claim(chain_id, tx_hash)], [ticket.token, self._claim_lease_ms]
+            "claim_payment",
+            [self._keys.claim(chain_id, tx_hash)],
+            [ticket.token, self._claim_lease_ms],
         )
         return ClaimOutcome(result), ticket
 
@@ -252,13 +256,13 @@ class Ledger:
         return Applied(outcome=outcome, balance_micro=int(result[1]), seq=seq)
 
     async def payment_record(self, chain_id: int, tx_hash: str) -> dict[str, str] | None:
-        record: dict[str, str] = await self._store.redis.hgetall(self._keys.payment(chain_id, tx_hash))
-        return record or None
+        raw = await self._store.redis.hgetall(self._keys.payment(chain_id, tx_hash))
+        return {str(k): str(v) for k, v in raw.items()} or None
 
     async def wallet_payments(self, wallet: str, *, limit: int = 50) -> list[str]:
         """``chain_id:tx`` refs of a wallet's credited payments, newest first."""
-        refs: list[str] = await self._store.redis.lrange(self._keys.wallet_payments(wallet), 0, limit - 1)
-        return refs
+        refs = await self._store.redis.lrange(self._keys.wallet_payments(wallet), 0, limit - 1)
+        return [str(r) for r in refs]
 
 
 def _parse_entry(raw: str) -> LedgerEntry:

@@ -89,7 +89,7 @@ class Ownership:
                     ids = [d for d in str(current).split(",") if d]
                     if deployment_id not in ids:
                         ids.append(deployment_id)
-                    pipe.multi()
+                    pipe.multi()  # type: ignore[no-untyped-call]
                     pipe.hset(key, "deployments", ",".join(ids))
                     await pipe.execute()
                     return
@@ -101,7 +101,7 @@ class Ownership:
         raw = await self._store.redis.hgetall(self._keys.project(project_id))
         if not raw:
             return None
-        return _record(project_id, raw)
+        return _record(project_id, {str(k): str(v) for k, v in raw.items()})
 
     async def require_owner(self, project_id: str, wallet: str) -> ProjectRecord:
         """The record if ``wallet`` owns it; 404 if unknown (or deleted), 403 if another's."""
@@ -112,10 +112,12 @@ class Ownership:
             raise Forbidden("This project belongs to another wallet", code="not_owner")
         return record
 
-    async def projects_of(self, wallet: str, *, include_deleted: bool = False) -> list[ProjectRecord]:
+    async def projects_of(
+        self, wallet: str, *, include_deleted: bool = False
+    ) -> list[ProjectRecord]:
         ids = await self._store.redis.smembers(self._keys.wallet_projects(wallet))
         records = []
-        for project_id in sorted(ids):
+        for project_id in sorted(str(i) for i in ids):
             record = await self.get(project_id)
             if record and (include_deleted or record.status != ProjectStatus.DELETED.value):
                 records.append(record)
@@ -135,12 +137,14 @@ class Ownership:
             await pipe.execute()
 
     async def name_owner(self, unique_name: str) -> str | None:
-        owner: str | None = await self._store.redis.get(self._keys.name_owner(unique_name))
-        return owner
+        owner = await self._store.redis.get(self._keys.name_owner(unique_name))
+        return None if owner is None else str(owner)
 
     async def metered_projects(self) -> list[str]:
         """Projects that are not deleted (active or suspended): what metering looks at."""
-        return sorted(await self._store.redis.smembers(self._keys.active_projects()))
+        return sorted(
+            str(p) for p in await self._store.redis.smembers(self._keys.active_projects())
+        )
 
 
 def _record(project_id: str, raw: dict[str, str]) -> ProjectRecord:

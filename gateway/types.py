@@ -50,7 +50,7 @@ def usd_to_micro(value: str | int | Decimal) -> int:
 
     Raises ValueError for anything else, floats included: money never passes through float.
     """
-    if isinstance(value, bool) or isinstance(value, float):
+    if isinstance(value, bool | float):
         raise ValueError("USD amounts must be decimal strings, not floats")
     text = str(value).strip()
     if not _USD_RE.match(text):
@@ -100,7 +100,7 @@ def token_units_to_micro_usd(units: int, decimals: int) -> int:
 
 
 def format_token_amount(units: int, decimals: int) -> str:
-    """Base units as a decimal string with all ``decimals`` places (``18000000``, 6 -> ``18.000000``)."""
+    """Base units as a decimal string with every decimal place (18000000, 6 -> "18.000000")."""
     if decimals == 0:
         return str(units)
     sign = "-" if units < 0 else ""
@@ -129,6 +129,6 @@ class Wallet:
 
 def checksum_address(address: str) -> str:
     """EIP-55 form of a hex address (any case in, checksummed out)."""
-    from eth_utils import to_checksum_address  # noqa: PLC0415 - keeps import of types cheap
+    from eth_utils.address import to_checksum_address
 
     return str(to_checksum_address(address))

@@ -21,7 +21,6 @@ import pytest
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
-from gateway.app import create_app
 from gateway.config import PROJECT_ROOT, Settings, load_settings
 from gateway.devstack.anvil import AnvilNode, AnvilNotFound, find_anvil_binary
 from gateway.store.embedded import EmbeddedRedis

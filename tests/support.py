@@ -20,5 +20,3 @@ async def serve_in_process(settings: Settings, **kwargs: Any) -> AsyncIterator[h
         transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 40000))
         async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
             yield client
-
-

@@ -37,7 +37,9 @@ async def test_lowercase_wallet_header_is_accepted_and_checksummed_out(
 
 
 @pytest.mark.parametrize("missing", ["X-Wallet-Address", "X-Signature", "X-Timestamp", "X-Nonce"])
-async def test_missing_header(gateway: httpx.AsyncClient, agent: LocalAccount, missing: str) -> None:
+async def test_missing_header(
+    gateway: httpx.AsyncClient, agent: LocalAccount, missing: str
+) -> None:
     headers = auth_headers(agent)
     del headers[missing]
     response = await get(gateway, headers)
@@ -80,7 +82,9 @@ async def test_wrong_signer(gateway: httpx.AsyncClient, agent: LocalAccount) -> 
     assert response.json()["code"] == "bad_signature"
 
 
-async def test_signature_over_another_message(gateway: httpx.AsyncClient, agent: LocalAccount) -> None:
+async def test_signature_over_another_message(
+    gateway: httpx.AsyncClient, agent: LocalAccount
+) -> None:
     headers = auth_headers(agent)
     headers["X-Nonce"] = headers["X-Nonce"] + "x"  # the signature covered another nonce
     response = await get(gateway, headers)
@@ -102,7 +106,9 @@ async def test_future_timestamp(gateway: httpx.AsyncClient, agent: LocalAccount)
     assert response.json()["code"] == "timestamp_in_future"
 
 
-async def test_timestamp_inside_window_is_accepted(gateway: httpx.AsyncClient, agent: LocalAccount) -> None:
+async def test_timestamp_inside_window_is_accepted(
+    gateway: httpx.AsyncClient, agent: LocalAccount
+) -> None:
     slightly_old = int((time.time() - 50) * 1000)
     response = await get(gateway, auth_headers(agent, timestamp_ms=slightly_old))
     assert response.status_code == 200
@@ -115,18 +121,24 @@ async def test_replayed_nonce(gateway: httpx.AsyncClient, agent: LocalAccount) -
     assert replay.status_code == 401
     assert replay.json()["code"] == "nonce_reused"
     # A fresh signature with the same nonce and a new timestamp is still a replay.
-    again = auth_headers(agent, nonce=headers["X-Nonce"], timestamp_ms=int(headers["X-Timestamp"]) + 1)
+    again = auth_headers(
+        agent, nonce=headers["X-Nonce"], timestamp_ms=int(headers["X-Timestamp"]) + 1
+    )
     assert (await get(gateway, again)).json()["code"] == "nonce_reused"
 
 
-async def test_nonce_of_another_wallet_is_independent(gateway: httpx.AsyncClient, agent: LocalAccount) -> None:
+async def test_nonce_of_another_wallet_is_independent(
+    gateway: httpx.AsyncClient, agent: LocalAccount
+) -> None:
     other: LocalAccount = Account.create()
     nonce = "shared-nonce-123"
     assert (await get(gateway, auth_headers(agent, nonce=nonce))).status_code == 200
     assert (await get(gateway, auth_headers(other, nonce=nonce))).status_code == 200
 
 
-async def test_bad_signature_does_not_burn_the_nonce(gateway: httpx.AsyncClient, agent: LocalAccount) -> None:
+async def test_bad_signature_does_not_burn_the_nonce(
+    gateway: httpx.AsyncClient, agent: LocalAccount
+) -> None:
     stranger: LocalAccount = Account.create()
     nonce = "victim-nonce-0001"
     forged = auth_headers(stranger, address=agent.address, nonce=nonce)
@@ -134,7 +146,9 @@ async def test_bad_signature_does_not_burn_the_nonce(gateway: httpx.AsyncClient,
     assert (await get(gateway, auth_headers(agent, nonce=nonce))).status_code == 200
 
 
-async def test_high_s_twin_is_still_a_replay(gateway: httpx.AsyncClient, agent: LocalAccount) -> None:
+async def test_high_s_twin_is_still_a_replay(
+    gateway: httpx.AsyncClient, agent: LocalAccount
+) -> None:
     """The malleable twin of a signature recovers to the same wallet: the nonce blocks it."""
     headers = auth_headers(agent)
     assert (await get(gateway, headers)).status_code == 200
@@ -180,7 +194,9 @@ async def test_eip1271_only_on_the_default_chain(
         assert response.status_code == 401
 
 
-async def test_erc6492_signature_is_refused_by_name(gateway: httpx.AsyncClient, agent: LocalAccount) -> None:
+async def test_erc6492_signature_is_refused_by_name(
+    gateway: httpx.AsyncClient, agent: LocalAccount
+) -> None:
     headers = auth_headers(agent)
     headers["X-Signature"] = "0x" + "11" * 100 + "6492" * 16
     response = await get(gateway, headers)

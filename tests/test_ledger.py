@@ -46,7 +46,10 @@ async def test_consistency_check_detects_a_silent_edit(ledger: Ledger, store: St
 async def test_once_key_applies_once_even_concurrently(ledger: Ledger, store: Store) -> None:
     guard = store.keys.prefix + "guard:test"
     results = await asyncio.gather(
-        *(ledger.apply(WALLET, EntryKind.BURN, -10, ref="r", reason="x", once_key=guard) for _ in range(20))
+        *(
+            ledger.apply(WALLET, EntryKind.BURN, -10, ref="r", reason="x", once_key=guard)
+            for _ in range(20)
+        )
     )
     assert sum(r.outcome is ApplyOutcome.APPLIED for r in results) == 1
     assert await ledger.balance(WALLET) == -10

@@ -38,7 +38,10 @@ async def test_ready_names_the_failing_chain(make_settings, chains: dict[str, An
     settings = make_settings(nodes_env)
     base = settings.chains["base"]
     settings = settings.with_overrides(
-        chains={**settings.chains, "base": type(base)(**{**_fields(base), "rpc_urls": (dead_url(),)})}
+        chains={
+            **settings.chains,
+            "base": type(base)(**{**_fields(base), "rpc_urls": (dead_url(),)}),
+        }
     )
     async with serve_in_process(settings) as gateway:
         response = await gateway.get("/health/ready")
@@ -79,7 +82,9 @@ async def test_disabled_token_is_not_listed(make_settings, chains: dict[str, Anv
     assert chains_body[1]["tokens"] == ["usdc"]
 
 
-async def test_balance_after_mint_and_transfer(gateway: httpx.AsyncClient, arbitrum: AnvilNode) -> None:
+async def test_balance_after_mint_and_transfer(
+    gateway: httpx.AsyncClient, arbitrum: AnvilNode
+) -> None:
     holder = arbitrum.deploy("AlwaysValidWallet")  # any fresh address will do
     usdc = CANONICAL_TOKENS[42161]["usdc"]
     usdt = CANONICAL_TOKENS[42161]["usdt"]
@@ -134,7 +139,9 @@ async def test_balance_unknown_chain(gateway: httpx.AsyncClient) -> None:
     assert "ethereum" in response.json()["error"]
 
 
-async def test_balance_fails_over_when_first_rpc_is_down(make_settings, chains: dict[str, AnvilNode]) -> None:
+async def test_balance_fails_over_when_first_rpc_is_down(
+    make_settings, chains: dict[str, AnvilNode]
+) -> None:
     arbitrum = chains["arbitrum"]
     holder = "0x" + "42" * 20
     arbitrum.mint(CANONICAL_TOKENS[42161]["usdc"], holder, 5_000_000)
@@ -143,7 +150,10 @@ async def test_balance_fails_over_when_first_rpc_is_down(make_settings, chains: 
     )
     arb = settings.chains["arbitrum"]
     settings = settings.with_overrides(
-        chains={**settings.chains, "arbitrum": type(arb)(**{**_fields(arb), "rpc_urls": (dead_url(), arbitrum.url)})}
+        chains={
+            **settings.chains,
+            "arbitrum": type(arb)(**{**_fields(arb), "rpc_urls": (dead_url(), arbitrum.url)}),
+        }
     )
     async with serve_in_process(settings) as gateway:
         response = await gateway.get(f"/agent/balance/{holder}?chain=arbitrum")
@@ -151,11 +161,16 @@ async def test_balance_fails_over_when_first_rpc_is_down(make_settings, chains: 
     assert response.json()["balances"][0]["balance_raw"] == "5000000"
 
 
-async def test_balance_503_when_every_rpc_is_down(make_settings, chains: dict[str, AnvilNode]) -> None:
+async def test_balance_503_when_every_rpc_is_down(
+    make_settings, chains: dict[str, AnvilNode]
+) -> None:
     settings = make_settings(chains)
     arb = settings.chains["arbitrum"]
     settings = settings.with_overrides(
-        chains={**settings.chains, "arbitrum": type(arb)(**{**_fields(arb), "rpc_urls": (dead_url(), dead_url())})}
+        chains={
+            **settings.chains,
+            "arbitrum": type(arb)(**{**_fields(arb), "rpc_urls": (dead_url(), dead_url())}),
+        }
     )
     async with serve_in_process(settings) as gateway:
         response = await gateway.get("/agent/balance/0x" + "11" * 20 + "?chain=arbitrum")
@@ -164,12 +179,17 @@ async def test_balance_503_when_every_rpc_is_down(make_settings, chains: dict[st
     assert "Retry-After" in response.headers
 
 
-async def test_rpc_serving_the_wrong_chain_is_not_used(make_settings, chains: dict[str, AnvilNode]) -> None:
+async def test_rpc_serving_the_wrong_chain_is_not_used(
+    make_settings, chains: dict[str, AnvilNode]
+) -> None:
     """An arbitrum URL that actually serves chain 8453 is skipped, never read."""
     settings = make_settings(chains)
     arb = settings.chains["arbitrum"]
     settings = settings.with_overrides(
-        chains={**settings.chains, "arbitrum": type(arb)(**{**_fields(arb), "rpc_urls": (chains["base"].url,)})}
+        chains={
+            **settings.chains,
+            "arbitrum": type(arb)(**{**_fields(arb), "rpc_urls": (chains["base"].url,)}),
+        }
     )
     async with serve_in_process(settings) as gateway:
         response = await gateway.get("/agent/balance/0x" + "11" * 20 + "?chain=arbitrum")

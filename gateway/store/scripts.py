@@ -26,7 +26,9 @@ class Scripts:
         entries = sorted(folder.iterdir(), key=lambda e: e.name)
         # Files starting with "_" are libraries of local functions, prepended to every script.
         library = "\n".join(
-            e.read_text("utf-8") for e in entries if e.name.startswith("_") and e.name.endswith(".lua")
+            e.read_text("utf-8")
+            for e in entries
+            if e.name.startswith("_") and e.name.endswith(".lua")
         )
         for entry in entries:
             if entry.name.endswith(".lua") and not entry.name.startswith("_"):

@@ -28,7 +28,9 @@ class BodyLimitMiddleware:
     """413 for bodies over the limit: at once from Content-Length, or as soon as the streamed
     body passes it, so an oversized body is never read whole."""
 
-    def __init__(self, app: ASGIApp, *, max_upload_body: int, max_other_body: int = SMALL_BODY_LIMIT) -> None:
+    def __init__(
+        self, app: ASGIApp, *, max_upload_body: int, max_other_body: int = SMALL_BODY_LIMIT
+    ) -> None:
         self.app = app
         self.max_upload_body = max_upload_body
         self.max_other_body = max_other_body

@@ -73,7 +73,10 @@ _UPLOAD = {
                     "items": {
                         "type": "object",
                         "required": ["path", "content"],
-                        "properties": {"path": _STR, "content": {**_STR, "contentEncoding": "base64"}},
+                        "properties": {
+                            "path": _STR,
+                            "content": {**_STR, "contentEncoding": "base64"},
+                        },
                     },
                 },
             },
@@ -125,7 +128,7 @@ _DEPLOYED = _obj(projectId=_STR, deploymentId=_STR, status=_STR, message=_STR)
 _PROJECT_ID = {"name": "projectId", "in": "path", "required": True, "schema": _STR}
 _DEPLOYMENT_ID = {"name": "deploymentId", "in": "path", "required": True, "schema": _STR}
 _ADDRESS_PARAM = {"name": "address", "in": "path", "required": True, "schema": _STR}
-_ADMIN = [{"adminToken": []}]
+_ADMIN: list[dict[str, list[str]]] = [{"adminToken": []}]
 
 
 def _op(
@@ -198,7 +201,12 @@ PATHS: dict[str, dict[str, Any]] = {
             auth=True,
             parameters=[
                 *PAYMENT_PARAMETERS,
-                {"name": "X-Use-Existing-Credits", "in": "header", "required": False, "schema": _STR},
+                {
+                    "name": "X-Use-Existing-Credits",
+                    "in": "header",
+                    "required": False,
+                    "schema": _STR,
+                },
                 {"name": "Idempotency-Key", "in": "header", "required": False, "schema": _STR},
             ],
             body=_DEPLOY_BODY,
@@ -232,7 +240,12 @@ PATHS: dict[str, dict[str, Any]] = {
             parameters=[
                 _PROJECT_ID,
                 _DEPLOYMENT_ID,
-                {"name": "kind", "in": "query", "required": False, "schema": {"enum": ["build", "runtime"]}},
+                {
+                    "name": "kind",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"enum": ["build", "runtime"]},
+                },
             ],
         )
     },

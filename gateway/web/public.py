@@ -33,7 +33,7 @@ async def ready(request: Request) -> Response:
     for name, state in await asyncio.gather(*(check_chain(n) for n in svc.settings.chains)):
         checks[f"rpc:{name}"] = state
     failing = sorted(k for k, v in checks.items() if v != "ok")
-    body = {"status": "ok" if not failing else "unavailable", "checks": checks}
+    body: dict[str, object] = {"status": "ok" if not failing else "unavailable", "checks": checks}
     if failing:
         body["failing"] = failing
     return json_response(body, status=200 if not failing else 503)

@@ -22,7 +22,9 @@ async def test_wrong_method_is_json_405(gateway: httpx.AsyncClient) -> None:
 
 
 async def test_declared_oversized_body_gets_413_before_reading(make_settings) -> None:
-    async with serve_in_process(make_settings(max_body_bytes=2048, max_upload_bytes=1024)) as gateway:
+    async with serve_in_process(
+        make_settings(max_body_bytes=2048, max_upload_bytes=1024)
+    ) as gateway:
         response = await gateway.post(
             "/agent/deploy", content=b"x" * 4096, headers={"content-type": "application/json"}
         )
@@ -49,8 +51,10 @@ async def test_streamed_oversized_body_stops_reading_at_the_limit() -> None:
             seen.append(len(chunk))
         return JSONResponse({"read": sum(seen)})
 
-    app = Starlette(routes=[Route("/agent/deploy", echo, methods=["POST"])],
-                    exception_handlers={GatewayError: handle_gateway_error})
+    app = Starlette(
+        routes=[Route("/agent/deploy", echo, methods=["POST"])],
+        exception_handlers={GatewayError: handle_gateway_error},
+    )
     wrapped = BodyLimitMiddleware(app, max_upload_body=4096)
     produced: list[int] = []
 
