@@ -5,8 +5,13 @@ Rules, checked in this order; each failure is an ``AuthFailed`` (401) naming the
 2. the timestamp within ``window_seconds`` of the server clock;
 3. the signature recovers to the wallet, or the wallet is a contract on the default chain
    whose EIP-1271 ``isValidSignature`` answers the magic value;
-4. the nonce unused for this wallet: consumed with one ``SET NX EX`` only after the signature
+4. the nonce unused for this wallet: consumed with ``SET NX EX`` only after the signature
    checks out, so a stranger cannot burn someone else's nonces.
+
+Every request is counted against the rate limit exactly once, failed ones included. On the
+common path (an EOA signature that recovers) the count and the nonce are one Lua script, so
+authentication costs one Redis round trip; a request that fails is counted before its 401, and
+a contract wallet's request is counted before the EIP-1271 RPC call.
 
 Replays are keyed on ``(wallet, nonce)``, never on signature bytes (ECDSA signatures are
 malleable: the high-s twin recovers to the same address).
@@ -14,15 +19,17 @@ malleable: the high-s twin recovers to the same address).
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from eth_account import Account
-from eth_account.messages import encode_defunct
+from coincurve import PublicKey
+from eth_hash.auto import keccak
 
 from gateway.errors import AuthFailed
+from gateway.ratelimit import RateLimiter
 from gateway.store import Store
 from gateway.types import Clock, Wallet, checksum_address, system_clock
 
@@ -101,15 +108,42 @@ def parse_auth_headers(headers: Mapping[str, str]) -> tuple[SignedRequest, str]:
     return parsed, f"{wallet}:{timestamp}:{nonce}"
 
 
+_SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+
+
+def eip191_hash(message: str) -> bytes:
+    """``keccak256("\\x19Ethereum Signed Message:\\n" + len(message) + message)``."""
+    data = message.encode("utf-8")
+    return bytes(keccak(b"\x19Ethereum Signed Message:\n" + str(len(data)).encode() + data))
+
+
 def recover_signer(message: str, signature: bytes) -> str | None:
-    """The lowercase address that signed ``message`` (EIP-191), or None if unrecoverable."""
+    """The lowercase address that signed ``message`` (EIP-191), or None if unrecoverable.
+
+    Straight to libsecp256k1 through coincurve (what eth-account does underneath, minus its
+    checksum round trips). ``v`` may be 27/28 or 0/1; high-s twins recover like eth-account's.
+    """
     if len(signature) != 65:
         return None
+    v = signature[64]
+    if v >= 27:
+        v -= 27
+    r = int.from_bytes(signature[0:32], "big")
+    s = int.from_bytes(signature[32:64], "big")
+    if v not in (0, 1) or not (0 < r < _SECP256K1_N and 0 < s < _SECP256K1_N):
+        return None
     try:
-        address: str = Account.recover_message(encode_defunct(text=message), signature=signature)
+        public = PublicKey.from_signature_and_message(
+            signature[:64] + bytes([v]), eip191_hash(message), hasher=None
+        )
     except (ValueError, TypeError):
         return None
-    return address.lower()
+    return "0x" + keccak(public.format(compressed=False)[1:])[-20:].hex()
+
+
+@functools.lru_cache(maxsize=65536)
+def _checksummed(address_lower: str) -> str:
+    return checksum_address(address_lower)
 
 
 class WalletAuthenticator:
@@ -119,6 +153,7 @@ class WalletAuthenticator:
         self,
         store: Store,
         contract_wallets: ContractSignatureChecker | None,
+        limiter: RateLimiter,
         *,
         window_seconds: int = 60,
         nonce_ttl_seconds: int = 300,
@@ -126,14 +161,38 @@ class WalletAuthenticator:
     ) -> None:
         self._store = store
         self._contract_wallets = contract_wallets
+        self._limiter = limiter
         self._window_ms = window_seconds * 1000
         self._window_seconds = window_seconds
         self._nonce_ttl = nonce_ttl_seconds
         self._clock = clock
 
-    async def authenticate(self, headers: Mapping[str, str]) -> Wallet:
-        signed, message = parse_auth_headers(headers)
+    async def authenticate(
+        self, headers: Mapping[str, str], *, client_ip: str, wallet_key: str
+    ) -> Wallet:
+        """Check the four rules; ``client_ip``/``wallet_key`` name the rate-limit bucket."""
+        try:
+            signed, message = parse_auth_headers(headers)
+            self._check_timestamp(signed)
+            wallet_lower = signed.wallet.lower()
+            eoa = recover_signer(message, signed.signature) == wallet_lower
+        except AuthFailed:
+            await self._limiter.hit(client_ip, wallet_key)  # 429 wins over 401 when over
+            raise
 
+        nonce_key = self._store.keys.nonce(wallet_lower, signed.nonce)
+        if eoa:
+            fresh = await self._limiter.admit(client_ip, wallet_key, nonce_key, self._nonce_ttl)
+        else:
+            # Count before the RPC call, so a flood of bad signatures cannot drive RPC load.
+            await self._limiter.hit(client_ip, wallet_key)
+            await self._check_contract_signature(signed, message)
+            fresh = bool(await self._store.redis.set(nonce_key, "1", nx=True, ex=self._nonce_ttl))
+        if not fresh:
+            raise AuthFailed("X-Nonce already used for this wallet", code="nonce_reused")
+        return Wallet(address=_checksummed(wallet_lower))
+
+    def _check_timestamp(self, signed: SignedRequest) -> None:
         skew = signed.timestamp_ms - int(self._clock() * 1000)
         if skew < -self._window_ms:
             raise AuthFailed(
@@ -145,17 +204,6 @@ class WalletAuthenticator:
                 f"X-Timestamp is more than {self._window_seconds} s in the future",
                 code="timestamp_in_future",
             )
-
-        wallet_lower = signed.wallet.lower()
-        if recover_signer(message, signed.signature) != wallet_lower:
-            await self._check_contract_signature(signed, message)
-
-        consumed = await self._store.redis.set(
-            self._store.keys.nonce(wallet_lower, signed.nonce), "1", nx=True, ex=self._nonce_ttl
-        )
-        if not consumed:
-            raise AuthFailed("X-Nonce already used for this wallet", code="nonce_reused")
-        return Wallet(address=checksum_address(signed.wallet))
 
     async def _check_contract_signature(self, signed: SignedRequest, message: str) -> None:
         if signed.signature.hex().endswith(_ERC6492_SUFFIX):

@@ -1,8 +1,12 @@
 """Rate limit (SPEC section 7): N requests per window per (client IP, X-Wallet-Address).
 
-A GCRA in one Lua script, so every gateway process on the Redis shares the same budget and a
-hit is one atomic step. The window refills smoothly: after a burst of N, one more request is
-allowed every ``window / N`` seconds, and ``Retry-After`` says when.
+A GCRA in Lua, so every gateway process on the Redis shares the same budget and a hit is one
+atomic step. The window refills smoothly: after a burst of N, one more request is allowed every
+``window / N`` seconds, and ``Retry-After`` says when.
+
+Public ``/agent/*`` routes are counted by the middleware. Authenticated routes are counted by
+``admit``, which also consumes the request's nonce in the same script: one Redis round trip for
+the whole auth path.
 """
 
 from __future__ import annotations
@@ -28,15 +32,35 @@ class RateLimiter:
         self._period_ms = window_seconds * 1000
         self._clock = clock
 
-    async def hit(self, client_ip: str, wallet_header: str) -> None:
+    def _now_ms(self) -> int:
+        return int(self._clock() * 1000)
+
+    async def hit(self, client_ip: str, wallet_key: str) -> None:
         """Count one request; raise RateLimited (429 + Retry-After) when over the limit."""
         allowed, retry_ms = await self._store.run(
             "rate_limit",
-            [self._store.keys.rate(client_ip, wallet_header or "-")],
-            [int(self._clock() * 1000), self._period_ms, self._limit],
+            [self._store.keys.rate(client_ip, wallet_key or "-")],
+            [self._now_ms(), self._period_ms, self._limit],
         )
         if not int(allowed):
-            raise RateLimited(
-                math.ceil(int(retry_ms) / 1000),
-                internal=f"rate limited {client_ip} {wallet_header}",
-            )
+            raise _limited(client_ip, wallet_key, int(retry_ms))
+
+    async def admit(self, client_ip: str, wallet_key: str, nonce_key: str, nonce_ttl: int) -> bool:
+        """Count one authenticated request and consume its nonce, atomically.
+
+        Raises RateLimited (nonce untouched) when over the limit; returns False when the
+        nonce was used before, True when it is fresh (and now consumed)."""
+        allowed, retry_ms, fresh = await self._store.run(
+            "admit",
+            [self._store.keys.rate(client_ip, wallet_key or "-"), nonce_key],
+            [self._now_ms(), self._period_ms, self._limit, nonce_ttl],
+        )
+        if not int(allowed):
+            raise _limited(client_ip, wallet_key, int(retry_ms))
+        return bool(int(fresh))
+
+
+def _limited(client_ip: str, wallet_key: str, retry_ms: int) -> RateLimited:
+    return RateLimited(
+        math.ceil(retry_ms / 1000), internal=f"rate limited {client_ip} {wallet_key}"
+    )

@@ -5,6 +5,7 @@ Both answer before the router sees the request, so they render errors themselves
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import re
 from collections.abc import Sequence
@@ -94,8 +95,19 @@ def _is_trusted(ip: str, trusted: Sequence[IPNetwork]) -> bool:
     return any(address in network for network in trusted)
 
 
+#: Routes whose handlers authenticate: their requests are counted by the authenticator, in the
+#: same Redis round trip as the nonce (``RateLimiter.admit``).
+_AUTHENTICATED_PATHS = re.compile(r"^/agent/(deploy|projects|credits)(/|$)")
+
+
 class RateLimitMiddleware:
-    """SPEC section 7 over every ``/agent/*`` route."""
+    """SPEC section 7 over every ``/agent/*`` route.
+
+    Public ``/agent/*`` routes are counted here, before the handler. For authenticated routes
+    the count is left to the authenticator (it stores the bucket in ``scope["state"]``); a
+    request that never reached it (wrong method, say) is counted after the fact, so every
+    request counts once.
+    """
 
     def __init__(self, app: ASGIApp, *, trusted_proxies: Sequence[IPNetwork]) -> None:
         self.app = app
@@ -111,10 +123,30 @@ class RateLimitMiddleware:
         wallet = headers.get("x-wallet-address", "")
         # Only a well-formed address names a bucket: arbitrary header text never becomes a key.
         wallet_key = wallet.lower() if _WALLET_RE.match(wallet) else "-"
-        try:
-            limiter: RateLimiter = scope["app"].state.services.limiter
-            await limiter.hit(ip, wallet_key)
-        except GatewayError as error:
-            await send_error(send, error)
+        limiter: RateLimiter = scope["app"].state.services.limiter
+        if not _AUTHENTICATED_PATHS.match(scope["path"]):
+            try:
+                await limiter.hit(ip, wallet_key)
+            except GatewayError as error:
+                await send_error(send, error)
+                return
+            await self.app(scope, receive, send)
             return
+
+        bucket = RateBucket(ip, wallet_key)
+        scope.setdefault("state", {})["rate_bucket"] = bucket
         await self.app(scope, receive, send)
+        if not bucket.counted:
+            with contextlib.suppress(GatewayError):
+                await limiter.hit(ip, wallet_key)
+
+
+class RateBucket:
+    """Which budget a request draws from; ``counted`` once the authenticator has counted it."""
+
+    __slots__ = ("client_ip", "counted", "wallet_key")
+
+    def __init__(self, client_ip: str, wallet_key: str) -> None:
+        self.client_ip = client_ip
+        self.wallet_key = wallet_key
+        self.counted = False

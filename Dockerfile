@@ -1,0 +1,19 @@
+# The gateway alone; docker-compose.yml adds Redis (AOF on).
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+WORKDIR /app
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends build-essential \
+    && rm -rf /var/lib/apt/lists/*
+
+COPY pyproject.toml README.md ./
+COPY gateway ./gateway
+COPY config ./config
+COPY contracts_abi ./contracts_abi
+RUN pip install --no-cache-dir -e . && useradd --create-home gateway
+USER gateway
+
+EXPOSE 8402
+HEALTHCHECK --interval=15s --timeout=3s CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8402/health')"
+CMD ["python", "-m", "gateway", "serve", "--host", "0.0.0.0", "--port", "8402"]

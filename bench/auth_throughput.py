@@ -1,0 +1,133 @@
+"""Authenticated requests per second vs a bare Starlette endpoint, one uvicorn worker each.
+
+    .venv/bin/python -m bench.auth_throughput [--requests 6000] [--concurrency 32] [--rounds 3]
+
+Each server runs in its own process (one uvicorn worker, httptools, uvloop); the client is this
+process. Requests to the gateway carry a fresh signature and nonce each (signed before timing).
+Prints a table of the median of ``--rounds`` rounds, and the ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+from eth_account import Account
+
+from bench.loadgen import LoadResult, build_request, median, run_load
+from gateway.client.signing import auth_headers
+from gateway.store.embedded import EmbeddedRedis
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def uvicorn_server(factory: str, env: dict[str, str]) -> Iterator[int]:
+    port = _free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "--factory", factory, "--port", str(port),
+         "--workers", "1", "--no-access-log", "--log-level", "warning",
+         "--loop", "uvloop", "--http", "httptools"],
+        cwd=ROOT, env={**os.environ, **env},
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/health", timeout=0.5)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        yield port
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def signed_requests(count: int) -> list[bytes]:
+    account = Account.create()
+    return [
+        build_request("GET", "/agent/credits/ping", auth_headers(account, nonce=uuid.uuid4().hex))
+        for _ in range(count)
+    ]
+
+
+def bare_requests(count: int) -> list[bytes]:
+    return [build_request("GET", "/agent/ping") for _ in range(count)]
+
+
+def run(args: argparse.Namespace) -> None:
+    redis_url = os.environ.get("REDIS_URL")
+    embedded = None
+    if not redis_url:
+        embedded = EmbeddedRedis(
+            Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-redis-{os.getpid()}"
+        )
+        embedded.start()
+        redis_url = embedded.url
+    env = {"REDIS_URL": redis_url}
+    results: dict[str, list[LoadResult]] = {"bare Starlette JSON": [], "gateway, authenticated": []}
+    try:
+        with (
+            uvicorn_server("bench.apps:bare_app", env) as bare_port,
+            uvicorn_server("bench.apps:gateway_app", env) as gw_port,
+        ):
+            for round_no in range(args.rounds):
+                # Sign before timing: the signature's cost belongs to the agent, not the gateway.
+                gw_reqs = signed_requests(args.requests)
+                bare = asyncio.run(
+                    run_load("127.0.0.1", bare_port, bare_requests(args.requests), args.concurrency)
+                )
+                gw = asyncio.run(run_load("127.0.0.1", gw_port, gw_reqs, args.concurrency))
+                results["bare Starlette JSON"].append(bare)
+                results["gateway, authenticated"].append(gw)
+                print(f"round {round_no + 1}/{args.rounds}: bare {bare.rps:,.0f} req/s, "
+                      f"gateway {gw.rps:,.0f} req/s", file=sys.stderr)  # fmt: skip
+    finally:
+        if embedded:
+            embedded.stop()
+
+    print(f"\nmachine: {os.cpu_count()} cores, {platform.processor() or platform.machine()}, "
+          f"Python {platform.python_version()}; {args.requests} requests x {args.rounds} rounds, "
+          f"{args.concurrency} connections")  # fmt: skip
+    print(f"\n| route | req/s (median) | p50 ms | p99 ms | non-2xx |")
+    print("|---|---:|---:|---:|---:|")
+    medians = {}
+    for name, runs in results.items():
+        rps = median([r.rps for r in runs])
+        medians[name] = rps
+        p50 = median([r.percentile(0.50) for r in runs]) * 1000
+        p99 = median([r.percentile(0.99) for r in runs]) * 1000
+        bad = sum(sum(c for s, c in r.statuses.items() if not 200 <= s < 300) for r in runs)
+        print(f"| {name} | {rps:,.0f} | {p50:.2f} | {p99:.2f} | {bad} |")
+    ratio = medians["gateway, authenticated"] / medians["bare Starlette JSON"]
+    print(f"\nratio authenticated / bare: {ratio:.2f} (target >= 0.50)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--requests", type=int, default=6000)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=3)
+    run(parser.parse_args())
+
+
+if __name__ == "__main__":
+    main()
