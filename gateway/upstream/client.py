@@ -23,7 +23,16 @@ import base64
 import contextlib
 import json
 import random
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
@@ -45,6 +54,7 @@ MAX_FILES_PER_UPLOAD = 100
 _PAGE_SIZE = 20  # the upstream's maximum ``limit``
 _MAX_PAGES = 500  # a guard against a pagination that never ends, not a real limit
 _BASE64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="
+_STREAM_CHUNK = 1 << 20  # characters of a base64 content encoded and sent at a time
 _USER_AGENT = "agent-deploy-gateway (CreateOS client)"
 
 _T = TypeVar("_T")
@@ -203,7 +213,7 @@ class CreateOSClient:
         Raises ``ValueError`` for no files or more than ``MAX_FILES_PER_UPLOAD``.
         """
         _check_file_count(len(files))
-        body = _files_body((path, base64.b64encode(content)) for path, content in files)
+        body = _FilesBody.of((path, base64.b64encode(content)) for path, content in files)
         return await self._upload_files_body(project_id, body)
 
     async def upload_files_base64(self, project_id: str, files: Sequence[tuple[str, str]]) -> str:
@@ -213,8 +223,9 @@ class CreateOSClient:
         (no line breaks), as well as for the file count.
         """
         _check_file_count(len(files))
-        body = _files_body((path, _base64_bytes(path, content)) for path, content in files)
-        return await self._upload_files_body(project_id, body)
+        for path, content in files:
+            _check_base64_text(path, content)
+        return await self._upload_files_body(project_id, _FilesBody.of(files))
 
     async def upload_zip(self, project_id: str, zip_bytes: bytes, filename: str = "app.zip") -> str:
         """Upload a zip (no top-level folder inside); return the new deployment's id."""
@@ -229,13 +240,14 @@ class CreateOSClient:
         )
         return _id_of(payload, "upload reply")
 
-    async def _upload_files_body(self, project_id: str, body: bytes) -> str:
+    async def _upload_files_body(self, project_id: str, body: _FilesBody) -> str:
+        headers = {"Content-Type": "application/json", "Content-Length": str(body.length)}
         payload = await self._retrying(
             lambda: self._send(
                 "PUT",
                 f"/projects/{project_id}/deployments/files/base64",
-                content=body,
-                headers={"Content-Type": "application/json"},
+                content=body.chunks(),  # a fresh stream for every attempt
+                headers=headers,
                 upload=True,
             ),
             idempotent=False,
@@ -357,7 +369,7 @@ class CreateOSClient:
         *,
         params: Mapping[str, str | int] | None = None,
         json_body: Any = None,
-        content: bytes | None = None,
+        content: bytes | AsyncIterable[bytes] | None = None,
         files: Mapping[str, tuple[str, bytes, str]] | None = None,
         headers: Mapping[str, str] | None = None,
         upload: bool = False,
@@ -427,30 +439,48 @@ def _check_file_count(count: int) -> None:
         )
 
 
-def _base64_bytes(path: str, content: str) -> bytes:
-    """``content`` as ASCII bytes, checked to be base64 text (so it is safe inside JSON)."""
-    try:
-        raw = content.encode("ascii")
-    except UnicodeEncodeError:
-        raise ValueError(f"content of {path!r} is not base64 text") from None
-    if raw.translate(None, _BASE64_ALPHABET):
+def _check_base64_text(path: str, content: str) -> None:
+    """``content`` must be base64 text (so it is safe inside JSON), checked slice by slice so
+    a large content is never copied whole."""
+    if not content.isascii():
         raise ValueError(f"content of {path!r} is not base64 text")
-    return raw
+    for start in range(0, len(content), _STREAM_CHUNK):
+        if content[start : start + _STREAM_CHUNK].encode("ascii").translate(None, _BASE64_ALPHABET):
+            raise ValueError(f"content of {path!r} is not base64 text")
 
 
-def _files_body(files: Iterable[tuple[str, bytes]]) -> bytes:
-    """``{"files":[{"path":..,"content":".."}]}`` with each base64 content copied once.
+class _FilesBody:
+    """``{"files":[{"path":..,"content":".."}]}``, streamed in pieces and never joined.
 
-    Base64 needs no JSON escaping, so contents are spliced in as bytes; only the paths go
-    through ``json.dumps``. The parts are joined once, into the body.
+    Base64 needs no JSON escaping, so contents go out as they are: ``bytes`` whole, ``str``
+    (ASCII, checked) encoded one ``_STREAM_CHUNK`` slice at a time. Only the paths go through
+    ``json.dumps``. A 60 MB body thus costs the caller's contents plus one slice, not two more
+    full copies; ``length`` gives the Content-Length up front.
     """
-    parts: list[bytes] = [b'{"files":[']
-    for index, (path, content_base64) in enumerate(files):
-        if index:
-            parts.append(b",")
-        parts += (b'{"path":', json.dumps(path).encode(), b',"content":"', content_base64, b'"}')
-    parts.append(b"]}")
-    return b"".join(parts)
+
+    def __init__(self, parts: list[bytes | str]) -> None:
+        self._parts = parts
+
+    @classmethod
+    def of(cls, files: Iterable[tuple[str, bytes | str]]) -> _FilesBody:
+        parts: list[bytes | str] = [b'{"files":[']
+        for index, (path, content_base64) in enumerate(files):
+            prefix = b'{"path":' + json.dumps(path).encode() + b',"content":"'
+            parts += (b"," + prefix if index else prefix, content_base64, b'"}')
+        parts.append(b"]}")
+        return cls(parts)
+
+    @property
+    def length(self) -> int:
+        return sum(len(part) for part in self._parts)  # str parts are ASCII: 1 byte each
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        for part in self._parts:
+            if isinstance(part, bytes):
+                yield part
+                continue
+            for start in range(0, len(part), _STREAM_CHUNK):
+                yield part[start : start + _STREAM_CHUNK].encode("ascii")
 
 
 def _page_of(payload: Any) -> tuple[list[Any], Mapping[str, Any] | None]:
