@@ -107,7 +107,7 @@ def run(args: argparse.Namespace) -> None:
     print(f"\nmachine: {os.cpu_count()} cores, {platform.processor() or platform.machine()}, "
           f"Python {platform.python_version()}; {args.requests} requests x {args.rounds} rounds, "
           f"{args.concurrency} connections")  # fmt: skip
-    print(f"\n| route | req/s (median) | p50 ms | p99 ms | non-2xx |")
+    print("\n| route | req/s (median) | p50 ms | p99 ms | non-2xx |")
     print("|---|---:|---:|---:|---:|")
     medians = {}
     for name, runs in results.items():

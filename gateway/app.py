@@ -6,6 +6,7 @@ upstream client, and closes them on shutdown. Nothing connects at import time.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
@@ -16,12 +17,19 @@ from starlette.middleware import Middleware
 from gateway.auth import WalletAuthenticator
 from gateway.chains import ChainRegistry
 from gateway.config import Settings
+from gateway.deploy import DeployFlow, deploy_lock_ttl_ms
+from gateway.deploy_records import NameClaims
 from gateway.errors import ConfigError, GatewayError
+from gateway.idempotency import Idempotency
 from gateway.ledger import Ledger
 from gateway.ownership import Ownership
+from gateway.payments import PaymentService
+from gateway.projects import Projects
 from gateway.ratelimit import RateLimiter
+from gateway.recheck import PaymentRechecker
 from gateway.store import STORAGE_ERRORS, connect_store
 from gateway.types import Clock, system_clock
+from gateway.upstream import CreateOSClient
 from gateway.web.middleware import BodyLimitMiddleware, RateLimitMiddleware
 from gateway.web.responses import (
     handle_gateway_error,
@@ -32,9 +40,17 @@ from gateway.web.routes import routes
 from gateway.web.services import Services
 
 
-def create_app(settings: Settings, *, clock: Clock = system_clock) -> Starlette:
+def create_app(
+    settings: Settings,
+    *,
+    clock: Clock = system_clock,
+    upstream: CreateOSClient | None = None,
+) -> Starlette:
     """The gateway ASGI app. ``settings.redis_url`` must be set (``serve`` starts an
-    embedded Redis first when the environment names none)."""
+    embedded Redis first when the environment names none).
+
+    ``upstream``: a CreateOS client to use instead of the one built from settings (tests);
+    the caller keeps ownership of it and closes it."""
     if not settings.redis_url:
         raise ConfigError("REDIS_URL", "create_app needs a Redis URL")
     redis_url = settings.redis_url
@@ -44,6 +60,24 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> Starlette:
         store = await connect_store(redis_url, settings.redis_key_prefix)
         chains = ChainRegistry(settings.chains, timeout=settings.rpc_timeout_seconds, clock=clock)
         default_chain = chains.get(settings.default_chain)
+        limiter = RateLimiter(
+            store,
+            limit=settings.rate_limit_requests,
+            window_seconds=settings.rate_limit_window_seconds,
+            clock=clock,
+        )
+        ledger = Ledger(store, clock=clock)
+        chain_readers = {name: chains.get(name) for name in settings.chains}
+        payments = PaymentService(settings, ledger, chain_readers, clock=clock)
+        createos = upstream or CreateOSClient(
+            settings.createos_api_url,
+            settings.createos_api_key,
+            connect_timeout=settings.upstream_connect_timeout,
+            read_timeout=settings.upstream_read_timeout,
+            upload_timeout=settings.upstream_upload_timeout,
+        )
+        ownership = Ownership(store, clock=clock)
+        rechecker = PaymentRechecker(settings, ledger, chain_readers, store, clock=clock)
         app.state.services = Services(
             settings=settings,
             store=store,
@@ -51,23 +85,41 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> Starlette:
             auth=WalletAuthenticator(
                 store,
                 default_chain,
+                limiter,
                 window_seconds=settings.auth_window_seconds,
                 nonce_ttl_seconds=settings.nonce_ttl_seconds,
                 clock=clock,
             ),
-            limiter=RateLimiter(
-                store,
-                limit=settings.rate_limit_requests,
-                window_seconds=settings.rate_limit_window_seconds,
+            limiter=limiter,
+            ledger=ledger,
+            ownership=ownership,
+            clock=clock,
+            payments=payments,
+            rechecker=rechecker,
+            upstream=createos,
+            deploys=DeployFlow(
+                settings=settings,
+                store=store,
+                upstream=createos,
+                payments=payments,
+                ledger=ledger,
+                ownership=ownership,
                 clock=clock,
             ),
-            ledger=Ledger(store, clock=clock),
-            ownership=Ownership(store, clock=clock),
-            clock=clock,
+            projects=Projects(createos, ownership, NameClaims(store)),
+            idempotency=Idempotency(store, pending_ttl_ms=deploy_lock_ttl_ms(settings)),
+        )
+        recheck_loop = asyncio.create_task(
+            rechecker.run_forever(settings.recheck_interval_seconds), name="payment-recheck"
         )
         try:
             yield
         finally:
+            recheck_loop.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await recheck_loop
+            if upstream is None:
+                await createos.aclose()
             await chains.close()
             await store.close()
 

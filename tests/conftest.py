@@ -26,6 +26,9 @@ from gateway.devstack.anvil import AnvilNode, AnvilNotFound, find_anvil_binary
 from gateway.store.embedded import EmbeddedRedis
 from tests.support import serve_in_process
 
+# Fixtures of the deploy tests (CreateOS simulator over HTTP, the gateway wired to it).
+pytest_plugins = ["tests.deploy_support"]
+
 LOCAL_CONFIG = PROJECT_ROOT / "config" / "local.toml"
 PAY_TO = "0xa0Ee7A142d267C1f36714E4a8F75612F20a79720"  # anvil account #9, per local.toml
 USDC = 10**6  # one token unit in base units (6 decimals)
@@ -134,12 +137,13 @@ SettingsFactory = Callable[..., Settings]
 
 
 @pytest.fixture
-def make_settings(redis_url: str, key_prefix: str) -> SettingsFactory:
-    """Settings from config/local.toml pointed at this session's Redis and, when given, the
-    anvil nodes; keyword arguments replace any field."""
+def make_settings(redis_url: str, key_prefix: str, sim_url: str) -> SettingsFactory:
+    """Settings from config/local.toml pointed at this session's Redis and CreateOS simulator
+    (``tests.deploy_support``) and, when given, the anvil nodes; keyword arguments replace any
+    field."""
 
     def factory(nodes: dict[str, AnvilNode] | None = None, **overrides: Any) -> Settings:
-        env = {"REDIS_URL": redis_url}
+        env = {"REDIS_URL": redis_url, "CREATEOS_API_URL": sim_url}
         if nodes:
             for name, node in nodes.items():
                 env[f"GATEWAY_RPC_{name.upper()}"] = node.url

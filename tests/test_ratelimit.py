@@ -105,3 +105,45 @@ async def test_trusted_proxy_separates_clients(make_settings) -> None:
             for i in range(4)
         ]
     assert codes == [200, 200, 200, 200]
+
+
+async def test_authenticated_requests_share_the_budget_and_failures_count(
+    make_settings, chains
+) -> None:
+    """Signed requests, bad signatures and wrong methods on protected routes all draw from
+    the same (IP, wallet) budget; the 429 comes before the nonce is consumed."""
+    from eth_account import Account
+
+    from gateway.client.signing import auth_headers
+
+    account = Account.create()
+    async with serve_in_process(make_settings(chains, rate_limit_requests=6)) as gateway:
+        ok = await gateway.get("/agent/credits", headers=auth_headers(account))
+        assert ok.status_code == 200
+        forged = auth_headers(Account.create(), address=account.address)
+        assert (await gateway.get("/agent/credits", headers=forged)).status_code == 401
+        missing = {"X-Wallet-Address": account.address}
+        assert (await gateway.get("/agent/credits", headers=missing)).status_code == 401
+        wrong_method = await gateway.put(
+            "/agent/credits", headers={"X-Wallet-Address": account.address}
+        )
+        assert wrong_method.status_code == 405
+        assert (await gateway.get("/agent/chains", headers=missing)).status_code == 200
+        assert (
+            await gateway.get("/agent/credits", headers=auth_headers(account))
+        ).status_code == 200
+        # Six counted: the seventh is limited, whatever it is, and its nonce stays unused.
+        headers = auth_headers(account)
+        limited = await gateway.get("/agent/credits", headers=headers)
+        assert limited.status_code == 429
+        assert int(limited.headers["Retry-After"]) >= 1
+    # The limited request's nonce was not consumed.
+    import redis
+
+    from gateway.store.keys import KeySpace
+
+    settings = make_settings()
+    client = redis.Redis.from_url(settings.redis_url)
+    nonce_key = KeySpace(settings.redis_key_prefix).nonce(account.address, headers["X-Nonce"])
+    assert client.exists(nonce_key) == 0
+    client.close()

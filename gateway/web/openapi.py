@@ -101,9 +101,27 @@ _DEPLOY_BODY = {
         "displayName": {"type": "string", "pattern": "^[A-Za-z0-9 _-]{4,48}$"},
         "description": {"type": "string", "minLength": 4, "maxLength": 2048},
         "months": {"type": "integer", "minimum": 1, "maximum": 24, "default": 1},
-        "settings": {"type": "object"},
+        "settings": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "port": {"type": "integer", "minimum": 1, "maximum": 65535, "default": 3000},
+                "runtime": {"type": "string", "maxLength": 1024, "default": "build-ai"},
+                "framework": {"type": "string", "maxLength": 1024},
+                "buildCommand": {"type": "string", "maxLength": 1024},
+                "runCommand": {"type": "string", "maxLength": 1024},
+                "installCommand": {"type": "string", "maxLength": 1024},
+                "buildDir": {"type": "string", "maxLength": 1024},
+                "directoryPath": {"type": "string", "maxLength": 1024},
+                "hasDockerfile": {"type": "boolean", "default": False},
+                "useBuildAI": {"type": "boolean", "default": True},
+                "buildVars": {"$ref": "#/components/schemas/EnvMap"},
+                "runEnvs": {"$ref": "#/components/schemas/EnvMap"},
+            },
+        },
         "upload": _UPLOAD,
     },
+    "additionalProperties": False,
 }
 
 _QUOTE = _obj(
@@ -123,7 +141,18 @@ _QUOTE = _obj(
     payment_status=_STR,
 )
 
-_DEPLOYED = _obj(projectId=_STR, deploymentId=_STR, status=_STR, message=_STR)
+_DEPLOYED = _obj(projectId=_STR, deploymentId=_STR, status=_STR, message=_STR, warning=_STR)
+_DEPLOY_HEADERS: list[dict[str, Any]] = [
+    *PAYMENT_PARAMETERS,
+    {"name": "X-Use-Existing-Credits", "in": "header", "required": False, "schema": _STR},
+    {
+        "name": "Idempotency-Key",
+        "in": "header",
+        "required": False,
+        "description": "Same wallet and key within 24 h: the first successful answer, replayed",
+        "schema": {"type": "string", "pattern": "^[A-Za-z0-9_:.-]{1,128}$"},
+    },
+]
 
 _PROJECT_ID = {"name": "projectId", "in": "path", "required": True, "schema": _STR}
 _DEPLOYMENT_ID = {"name": "deploymentId", "in": "path", "required": True, "schema": _STR}
@@ -199,16 +228,7 @@ PATHS: dict[str, dict[str, Any]] = {
             _json(_DEPLOYED, "Deployment started"),
             (400, 401, 402, 409, 413, 502, 503),
             auth=True,
-            parameters=[
-                *PAYMENT_PARAMETERS,
-                {
-                    "name": "X-Use-Existing-Credits",
-                    "in": "header",
-                    "required": False,
-                    "schema": _STR,
-                },
-                {"name": "Idempotency-Key", "in": "header", "required": False, "schema": _STR},
-            ],
+            parameters=_DEPLOY_HEADERS,
             body=_DEPLOY_BODY,
         )
     },
@@ -234,8 +254,8 @@ PATHS: dict[str, dict[str, Any]] = {
     "/agent/deploy/{projectId}/{deploymentId}/logs": {
         "get": _op(
             "Build or runtime logs of a deployment",
-            _json(_obj(kind=_STR, lines={"type": "array"}, text=_STR), "Logs"),
-            (400, 401, 403, 404, 502, 503),
+            _json(_obj(kind=_STR, deployment_id=_STR, lines={"type": "array"}, text=_STR), "Logs"),
+            (400, 401, 403, 404, 409, 502, 503),
             auth=True,
             parameters=[
                 _PROJECT_ID,
@@ -244,7 +264,21 @@ PATHS: dict[str, dict[str, Any]] = {
                     "name": "kind",
                     "in": "query",
                     "required": False,
-                    "schema": {"enum": ["build", "runtime"]},
+                    "schema": {"enum": ["build", "runtime"], "default": "build"},
+                },
+                {
+                    "name": "skip",
+                    "in": "query",
+                    "required": False,
+                    "description": "build: lines already seen",
+                    "schema": {"type": "integer", "minimum": 0, "default": 0},
+                },
+                {
+                    "name": "since",
+                    "in": "query",
+                    "required": False,
+                    "description": "runtime: seconds of logs (409 until the deployment is live)",
+                    "schema": {"type": "integer", "minimum": 1, "maximum": 604800, "default": 60},
                 },
             ],
         )
@@ -272,8 +306,16 @@ PATHS: dict[str, dict[str, Any]] = {
             _json(_DEPLOYED, "Deployment started"),
             (400, 401, 402, 403, 404, 409, 413, 502, 503),
             auth=True,
-            parameters=[_PROJECT_ID, *PAYMENT_PARAMETERS],
-            body=_obj(upload=_UPLOAD, months={"type": "integer"}),
+            parameters=[_PROJECT_ID, *_DEPLOY_HEADERS],
+            body={
+                "type": "object",
+                "required": ["upload"],
+                "additionalProperties": False,
+                "properties": {
+                    "upload": _UPLOAD,
+                    "months": {"type": "integer", "minimum": 1, "maximum": 24, "default": 1},
+                },
+            },
         )
     },
     "/agent/credits": {
@@ -365,8 +407,14 @@ def build_document() -> dict[str, Any]:
                 "Error": {
                     "type": "object",
                     "required": ["error"],
-                    "properties": {"error": _STR, "code": _STR, "reason": _STR},
-                }
+                    "properties": {"error": _STR, "code": _STR, "reason": _STR, "field": _STR},
+                },
+                "EnvMap": {
+                    "type": "object",
+                    "maxProperties": 100,
+                    "propertyNames": {"pattern": "^[A-Za-z_][A-Za-z0-9_]{0,127}$"},
+                    "additionalProperties": {"type": "string", "maxLength": 4096},
+                },
             },
             "parameters": {
                 "WalletAddress": header(

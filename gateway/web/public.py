@@ -18,7 +18,7 @@ async def health(request: Request) -> Response:
 
 
 async def ready(request: Request) -> Response:
-    """Redis, every chain's RPC and (once wired) CreateOS; 503 naming what failed."""
+    """Redis, every chain's RPC and CreateOS; 503 naming what failed."""
     svc = services(request)
     checks: dict[str, str] = {}
     checks["redis"] = "ok" if await svc.store.ping() else "unavailable"
@@ -30,8 +30,16 @@ async def ready(request: Request) -> Response:
             return name, f"unavailable: {exc.public}"
         return name, "ok"
 
-    for name, state in await asyncio.gather(*(check_chain(n) for n in svc.settings.chains)):
-        checks[f"rpc:{name}"] = state
+    async def check_createos() -> tuple[str, str]:
+        try:
+            await svc.upstream.check_health()
+        except GatewayError as exc:
+            return "createos", f"unavailable: {exc.public}"
+        return "createos", "ok"
+
+    probes = [check_chain(n) for n in svc.settings.chains]
+    for name, state in await asyncio.gather(*probes, check_createos()):
+        checks[name if name == "createos" else f"rpc:{name}"] = state
     failing = sorted(k for k, v in checks.items() if v != "ok")
     body: dict[str, object] = {"status": "ok" if not failing else "unavailable", "checks": checks}
     if failing:

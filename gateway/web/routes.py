@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.routing import Route
 
-from gateway.web import agent, openapi, public
+from gateway.web import credits, deploy, openapi, projects, public
 
 routes = [
     # public
@@ -15,5 +15,12 @@ routes = [
     Route("/agent/recipients", public.recipients, methods=["GET"]),
     Route("/agent/balance/{address}", public.balance, methods=["GET"]),
     # authenticated (wallet signature)
-    Route("/agent/credits", agent.credits, methods=["GET"]),
+    Route("/agent/credits", credits.credits, methods=["GET"]),
+    Route("/agent/credits/topup", credits.topup, methods=["POST"]),
+    Route("/agent/deploy", deploy.deploy, methods=["POST"]),
+    Route("/agent/deploy/{projectId}/{deploymentId}/status", deploy.status, methods=["GET"]),
+    Route("/agent/deploy/{projectId}/{deploymentId}/logs", deploy.logs, methods=["GET"]),
+    Route("/agent/projects", projects.list_projects, methods=["GET"]),
+    Route("/agent/projects/{projectId}", projects.delete_project, methods=["DELETE"]),
+    Route("/agent/projects/{projectId}/deploy", projects.redeploy, methods=["POST"]),
 ]

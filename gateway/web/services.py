@@ -9,11 +9,18 @@ from starlette.requests import Request
 from gateway.auth import WalletAuthenticator
 from gateway.chains import ChainRegistry
 from gateway.config import Settings
+from gateway.deploy import DeployFlow
+from gateway.idempotency import Idempotency
 from gateway.ledger import Ledger
 from gateway.ownership import Ownership
+from gateway.payments import PaymentService
+from gateway.projects import Projects
 from gateway.ratelimit import RateLimiter
+from gateway.recheck import PaymentRechecker
 from gateway.store import Store
 from gateway.types import Clock, Wallet
+from gateway.upstream import CreateOSClient
+from gateway.web.middleware import RateBucket
 
 
 @dataclass
@@ -26,6 +33,12 @@ class Services:
     ledger: Ledger
     ownership: Ownership
     clock: Clock
+    payments: PaymentService
+    rechecker: PaymentRechecker
+    upstream: CreateOSClient
+    deploys: DeployFlow
+    projects: Projects
+    idempotency: Idempotency
 
 
 def services(request: Request) -> Services:
@@ -34,5 +47,14 @@ def services(request: Request) -> Services:
 
 
 async def authenticated(request: Request) -> Wallet:
-    """The wallet of a protected request (SPEC section 2), or AuthFailed."""
-    return await services(request).auth.authenticate(request.headers)
+    """The wallet of a protected request (SPEC section 2), or AuthFailed / RateLimited.
+
+    The request is counted against the rate limit here (see ``RateLimitMiddleware``)."""
+    bucket: RateBucket | None = request.scope.get("state", {}).get("rate_bucket")
+    if bucket is None:  # a route outside /agent/*: still counted, by the client's address
+        peer = request.client.host if request.client else "unknown"
+        bucket = RateBucket(peer, "-")
+    bucket.counted = True
+    return await services(request).auth.authenticate(
+        request.headers, client_ip=bucket.client_ip, wallet_key=bucket.wallet_key
+    )

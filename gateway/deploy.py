@@ -1,0 +1,544 @@
+"""The paid deploy flow (SPEC section 4), top to bottom.
+
+    validate (web layer, ``gateway.validation``) -> lock (wallet, name) -> name free?
+    -> quote -> verify and credit the payment, if any -> decide on credits
+    -> create the project (or adopt the half-made one) -> upload (or adopt the deployment)
+    -> record project -> wallet -> 200 "deploying"
+
+Invariants:
+
+- Nothing costs money before the request is known to be deployable: the body is validated and
+  the name checked before the quote; a payment is credited before any upstream write.
+- Credits are not debited here: metering burns them hourly. The decision only requires
+  ``balance >= quote`` (and the opt-in when other projects share the credits).
+- No lost money: after a payment, every upstream failure answers 502 (503 + Retry-After when
+  CreateOS throttles) with the balance and "retry without payment headers".
+- No double work: each step is written to the attempt record *before* its upstream call
+  (``deploy_records``), under a per-(wallet, name) lock. A retry adopts what the failed attempt
+  made: its project (from the record, or found by name after an ambiguous create) and its
+  deployment (listed after an ambiguous upload: one not among the project's deployments from
+  before the upload). Only after a definite failure is the step rolled back.
+- No orphan from a failed create: a definite failure created nothing; an ambiguous one is
+  recovered by name at once (and again on the retry); a project we created but cannot record
+  (storage down) is deleted upstream again.
+- Names: a name held by another wallet (``name_owner``) or taken upstream (and not by this
+  wallet's half-made project) is a 409 before any payment; right before the create the name
+  is claimed atomically, so two wallets racing for it cannot both create it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import binascii
+import contextlib
+import dataclasses
+import io
+import logging
+import zipfile
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeGuard, TypeVar
+
+from gateway.config import Settings
+from gateway.deploy_records import (
+    ATTEMPT_TTL_MS,
+    Attempt,
+    DeployAttempts,
+    DeployLocks,
+    NameClaims,
+    NameOutcome,
+    Step,
+)
+from gateway.errors import Conflict, GatewayError, Unavailable, UpstreamFailed
+from gateway.ledger import Ledger
+from gateway.ownership import Ownership, ProjectStatus
+from gateway.payments import (
+    DeployOnCredits,
+    PaymentCredited,
+    Quote,
+    QuoteRequired,
+    decide,
+    make_quote,
+    quote_required_error,
+)
+from gateway.store import Store
+from gateway.types import Clock, Wallet, micro_to_usd_number, micro_to_usd_string, system_clock
+from gateway.upstream import (
+    MAX_FILES_PER_UPLOAD,
+    Deployment,
+    Project,
+    UpstreamError,
+    UpstreamNameTaken,
+    UpstreamNotFound,
+    UpstreamThrottled,
+)
+from gateway.validation import DeployRequest, FilesUpload, RedeployRequest, Upload, UploadFile
+
+log = logging.getLogger("gateway.deploy")
+
+STARTED_MESSAGE = "Deployment started. Poll status for updates."
+GATEWAY_ZIP_NAME = "app.zip"
+
+_T = TypeVar("_T")
+
+
+class Upstream(Protocol):
+    """The CreateOS calls the flow makes (``gateway.upstream.CreateOSClient`` satisfies it)."""
+
+    async def is_name_available(self, unique_name: str) -> bool: ...
+
+    async def create_project(
+        self,
+        *,
+        unique_name: str,
+        display_name: str,
+        description: str | None,
+        settings: Mapping[str, Any],
+    ) -> str: ...
+
+    async def find_project_by_name(self, unique_name: str) -> Project | None: ...
+
+    async def upload_files_base64(
+        self, project_id: str, files: Sequence[tuple[str, str]]
+    ) -> str: ...
+
+    async def upload_zip(self, project_id: str, zip_bytes: bytes, filename: str = ...) -> str: ...
+
+    async def list_deployments(self, project_id: str) -> list[Deployment]: ...
+
+    async def delete_project(self, project_id: str) -> None: ...
+
+
+class Payments(Protocol):
+    """Verifies and credits ``X-Payment-Tx`` (``gateway.payments.PaymentService``)."""
+
+    async def accept(
+        self, wallet: Wallet, *, tx: str, chain: str | None, token: str | None
+    ) -> PaymentCredited: ...
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentHeaders:
+    """What the agent sent about paying: ``X-Payment-Tx``/``-Chain``/``-Token`` and
+    ``X-Use-Existing-Credits: true``."""
+
+    tx: str | None = None
+    chain: str | None = None
+    token: str | None = None
+    use_existing_credits: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Deployed:
+    """A deployment started. ``warning`` when it runs on credits shared with other projects."""
+
+    project_id: str
+    deployment_id: str
+    warning: str | None = None
+
+    def as_wire(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "projectId": self.project_id,
+            "deploymentId": self.deployment_id,
+            "status": "deploying",
+            "message": STARTED_MESSAGE,
+        }
+        if self.warning:
+            body["message"] = f"{STARTED_MESSAGE} Warning: {self.warning}"
+            body["warning"] = self.warning
+        return body
+
+
+@dataclass(frozen=True, slots=True)
+class _Money:
+    """The wallet's money as of the decision, for the answers after it."""
+
+    balance_micro: int
+    credited_micro: int | None
+
+    def fields(self) -> dict[str, Any]:
+        fields: dict[str, Any] = {"balance_usd": micro_to_usd_number(self.balance_micro)}
+        if self.credited_micro is not None:
+            fields["credited_usd"] = micro_to_usd_number(self.credited_micro)
+        return fields
+
+    def retry_advice(self) -> str:
+        balance = micro_to_usd_string(self.balance_micro)
+        if self.credited_micro is not None:
+            return f"your payment is credited (balance ${balance}). Retry without payment headers."
+        return f"nothing was charged (balance ${balance}). Retry the same request."
+
+
+def name_taken(**fields: Any) -> Conflict:
+    return Conflict("Project name already taken", code="name_taken", **fields)
+
+
+class DeployFlow:
+    """``deploy`` (a new project) and ``redeploy`` (new code into an owned project)."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        store: Store,
+        upstream: Upstream,
+        payments: Payments,
+        ledger: Ledger,
+        ownership: Ownership,
+        clock: Clock = system_clock,
+    ) -> None:
+        self._settings = settings
+        self._upstream = upstream
+        self._payments = payments
+        self._ledger = ledger
+        self._ownership = ownership
+        self._attempts = DeployAttempts(store, clock=clock)
+        self._locks = DeployLocks(store, ttl_ms=deploy_lock_ttl_ms(settings))
+        self._names = NameClaims(store)
+
+    # --- the two stories ------------------------------------------------------------------
+
+    async def deploy(
+        self, wallet: Wallet, request: DeployRequest, payment: PaymentHeaders
+    ) -> Deployed:
+        """SPEC section 4 after validation. Raises the 409/402/400/502/503 of the module doc."""
+        name = request.unique_name
+        async with self._locks.hold(wallet.address, name):
+            attempt = await self._attempts.load(wallet.address, name)
+            if attempt is not None and attempt.kind != "deploy":
+                attempt = None
+            await self._check_name_free(wallet, name, attempt)
+            quote = make_quote(
+                self._settings, months=request.months, chain=payment.chain, token=payment.token
+            )
+            credited = await self._accept_payment(wallet, payment)
+            decision, money = await self._decide(wallet, quote, payment, credited, itself=False)
+            async with self._answering_upstream_failures(money):
+                project_id = await self._create_or_adopt(wallet, request, attempt, money)
+                deployment_id = await self._upload_or_adopt(
+                    wallet, name, "deploy", project_id, request.upload, attempt, known=()
+                )
+            await self._ownership.record_project(
+                wallet.address,
+                project_id,
+                unique_name=name,
+                display_name=request.display_name,
+                deployment_id=deployment_id,
+            )
+            await self._attempts.forget(wallet.address, name)
+        log.info(
+            "deploy started",
+            extra={"wallet": wallet.address, "project": project_id, "deployment": deployment_id},
+        )
+        return Deployed(project_id, deployment_id, decision.warning)
+
+    async def redeploy(
+        self, wallet: Wallet, project_id: str, request: RedeployRequest, payment: PaymentHeaders
+    ) -> Deployed:
+        """New code into a project the wallet owns: 404/403 first, paid like a deploy, but the
+        project itself does not count as another project sharing the credits."""
+        record = await self._ownership.require_owner(project_id, wallet.address)
+        name = record.unique_name
+        async with self._locks.hold(wallet.address, name):
+            record = await self._ownership.require_owner(project_id, wallet.address)
+            if record.status == ProjectStatus.SUSPENDED.value:
+                raise Conflict(
+                    "This project is suspended for lack of credits; top up "
+                    "(POST /agent/credits/topup) and it resumes, then deploy again",
+                    code="project_suspended",
+                )
+            attempt = await self._attempts.load(wallet.address, name)
+            if attempt is not None and (
+                attempt.kind != "redeploy" or attempt.project_id != project_id
+            ):
+                attempt = None
+            quote = make_quote(
+                self._settings, months=request.months, chain=payment.chain, token=payment.token
+            )
+            credited = await self._accept_payment(wallet, payment)
+            decision, money = await self._decide(wallet, quote, payment, credited, itself=True)
+            async with self._answering_upstream_failures(money):
+                deployment_id = await self._upload_or_adopt(
+                    wallet,
+                    name,
+                    "redeploy",
+                    project_id,
+                    request.upload,
+                    attempt,
+                    known=record.deployments,
+                )
+            await self._ownership.add_deployment(project_id, deployment_id)
+            await self._attempts.forget(wallet.address, name)
+        log.info(
+            "redeploy started",
+            extra={"wallet": wallet.address, "project": project_id, "deployment": deployment_id},
+        )
+        return Deployed(project_id, deployment_id, decision.warning)
+
+    # --- before any money moves -----------------------------------------------------------
+
+    async def _check_name_free(self, wallet: Wallet, name: str, attempt: Attempt | None) -> None:
+        """409 unless the name is free upstream or held by this wallet's half-made project."""
+        owner = await self._names.owner(name)
+        if owner is not None and owner != wallet.lower:
+            raise name_taken()
+        if owner == wallet.lower:
+            for record in await self._ownership.projects_of(wallet.address):
+                if record.unique_name == name:
+                    raise name_taken(
+                        projectId=record.project_id,
+                        hint=f"You own this project: POST /agent/projects/{record.project_id}"
+                        "/deploy deploys new code into it",
+                    )
+        if attempt is not None and (attempt.project_id or attempt.step is Step.CREATING):
+            return  # our own half-made project holds the name; it is adopted below
+        if not await self._upstream.is_name_available(name):
+            raise name_taken()
+
+    async def _accept_payment(
+        self, wallet: Wallet, payment: PaymentHeaders
+    ) -> PaymentCredited | None:
+        if payment.tx is None:
+            return None
+        return await self._payments.accept(
+            wallet, tx=payment.tx, chain=payment.chain, token=payment.token
+        )
+
+    async def _decide(
+        self,
+        wallet: Wallet,
+        quote: Quote,
+        payment: PaymentHeaders,
+        credited: PaymentCredited | None,
+        *,
+        itself: bool,
+    ) -> tuple[DeployOnCredits, _Money]:
+        """Deploy on credits, or raise the 402 quote. ``itself``: the project being deployed
+        is already one of the wallet's active projects (a redeploy) and is not counted."""
+        if credited is not None:
+            balance = credited.balance_micro
+        else:
+            balance = await self._ledger.balance(wallet.address)
+        active = await self._ownership.active_count(wallet.address)
+        if itself:
+            active = max(0, active - 1)
+        decision = decide(balance, active, quote, opt_in=payment.use_existing_credits)
+        if isinstance(decision, QuoteRequired):
+            if credited is not None:
+                decision = dataclasses.replace(decision, credited_micro=credited.amount_micro)
+            raise quote_required_error(decision, self._settings)
+        money = _Money(balance, None if credited is None else credited.amount_micro)
+        return decision, money
+
+    # --- upstream writes, each one recorded before it is sent -----------------------------
+
+    async def _create_or_adopt(
+        self, wallet: Wallet, request: DeployRequest, attempt: Attempt | None, money: _Money
+    ) -> str:
+        """The project id: the half-made one of an earlier attempt, or a new one."""
+        name = request.unique_name
+        if attempt is not None and attempt.project_id:
+            return attempt.project_id
+        claim = await self._names.claim(wallet.address, name, ttl_ms=ATTEMPT_TTL_MS)
+        if claim is NameOutcome.TAKEN:
+            raise name_taken(**money.fields())
+        if attempt is not None and attempt.step is Step.CREATING:
+            found = await self._upstream.find_project_by_name(name)
+            if _adoptable(found):
+                return await self._adopt_project(wallet, name, found.id)
+
+        await self._attempts.record(wallet.address, name, kind="deploy", step=Step.CREATING)
+        try:
+            project_id = await self._upstream.create_project(
+                unique_name=name,
+                display_name=request.display_name,
+                description=request.description,
+                settings=request.settings,
+            )
+        except UpstreamNameTaken as exc:
+            # Taken between our check and the create, by someone outside this gateway.
+            await self._forget_attempt(wallet, name)
+            raise name_taken(**money.fields()) from exc
+        except UpstreamError as exc:
+            if not exc.may_have_applied:
+                await self._forget_attempt(wallet, name)
+                raise
+            found = await self._read_or_none(self._upstream.find_project_by_name(name))
+            if not _adoptable(found):
+                raise  # the step stays "creating": the retry looks again before creating
+            project_id = found.id
+        return await self._adopt_project(wallet, name, project_id)
+
+    async def _adopt_project(self, wallet: Wallet, name: str, project_id: str) -> str:
+        """Record the project in the attempt; if even that fails, delete it upstream so no
+        project exists that nobody knows about."""
+        try:
+            await self._attempts.record(
+                wallet.address, name, kind="deploy", step=Step.CREATED, project_id=project_id
+            )
+        except Exception:  # storage down, most likely: nobody would ever find this project
+            with contextlib.suppress(GatewayError):
+                await self._upstream.delete_project(project_id)
+            with contextlib.suppress(Exception):
+                await self._forget_attempt(wallet, name)
+            raise
+        return project_id
+
+    async def _forget_attempt(self, wallet: Wallet, name: str) -> None:
+        """After a definite create failure: nothing exists upstream, so nothing to remember."""
+        await self._attempts.forget(wallet.address, name)
+        await self._names.release(wallet.address, name)
+
+    async def _upload_or_adopt(
+        self,
+        wallet: Wallet,
+        name: str,
+        kind: str,
+        project_id: str,
+        upload: Upload,
+        attempt: Attempt | None,
+        *,
+        known: tuple[str, ...],
+    ) -> str:
+        """The deployment id: the one an earlier attempt made, or a new upload's."""
+        if attempt is not None and attempt.project_id == project_id:
+            if attempt.deployment_id:
+                return attempt.deployment_id
+            if attempt.step is Step.UPLOADING:
+                known = attempt.known_deployments
+                adopted = await self._new_deployment(project_id, known)
+                if adopted is not None:
+                    return await self._uploaded(wallet, name, kind, project_id, adopted)
+
+        await self._attempts.record(
+            wallet.address,
+            name,
+            kind=kind,
+            step=Step.UPLOADING,
+            project_id=project_id,
+            known_deployments=known,
+        )
+        try:
+            deployment_id = await self._send_upload(project_id, upload)
+        except UpstreamError as exc:
+            adopted = None
+            if exc.may_have_applied:
+                adopted = await self._read_or_none(self._new_deployment(project_id, known))
+            if adopted is None:
+                await self._after_failed_upload(wallet, name, kind, project_id, exc)
+                raise
+            deployment_id = adopted
+        return await self._uploaded(wallet, name, kind, project_id, deployment_id)
+
+    async def _uploaded(
+        self, wallet: Wallet, name: str, kind: str, project_id: str, deployment_id: str
+    ) -> str:
+        await self._attempts.record(
+            wallet.address,
+            name,
+            kind=kind,
+            step=Step.UPLOADED,
+            project_id=project_id,
+            deployment_id=deployment_id,
+        )
+        return deployment_id
+
+    async def _after_failed_upload(
+        self, wallet: Wallet, name: str, kind: str, project_id: str, error: UpstreamError
+    ) -> None:
+        """Roll the step back as far as the failure proves: an ambiguous upload stays
+        "uploading" (the retry lists before uploading again); a definite one returns to
+        "created" (a deploy keeps its project for the retry; a redeploy has nothing half-made);
+        a project CreateOS no longer knows is forgotten."""
+        if error.may_have_applied:
+            return
+        if isinstance(error, UpstreamNotFound):
+            if kind == "deploy":
+                await self._forget_attempt(wallet, name)
+            else:
+                await self._attempts.forget(wallet.address, name)
+            return
+        if kind == "deploy":
+            await self._attempts.record(
+                wallet.address, name, kind=kind, step=Step.CREATED, project_id=project_id
+            )
+        else:
+            await self._attempts.forget(wallet.address, name)
+
+    async def _send_upload(self, project_id: str, upload: Upload) -> str:
+        """Files via the base64 endpoint (contents passed through as sent) up to 100 files;
+        more are zipped here (deflate, in a worker thread); a zip upload goes as it is."""
+        if not isinstance(upload, FilesUpload):
+            return await self._upstream.upload_zip(project_id, upload.data, upload.filename)
+        if len(upload.files) <= MAX_FILES_PER_UPLOAD:
+            return await self._upstream.upload_files_base64(
+                project_id, [(f.path, f.content_base64) for f in upload.files]
+            )
+        archive = await asyncio.to_thread(zip_files, upload.files)
+        return await self._upstream.upload_zip(project_id, archive, GATEWAY_ZIP_NAME)
+
+    async def _new_deployment(self, project_id: str, known: tuple[str, ...]) -> str | None:
+        """The newest deployment of the project that is not among ``known``, if any."""
+        for deployment in await self._upstream.list_deployments(project_id):  # newest first
+            if deployment.id not in known:
+                return deployment.id
+        return None
+
+    @staticmethod
+    async def _read_or_none(read: Awaitable[_T]) -> _T | None:
+        """A recovery read whose own failure must not hide the original error: ``None``."""
+        try:
+            return await read
+        except UpstreamError as exc:
+            log.warning("recovery read failed: %s", exc.internal or exc.public)
+            return None
+
+    @contextlib.asynccontextmanager
+    async def _answering_upstream_failures(self, money: _Money) -> AsyncIterator[None]:
+        """Upstream failures after the decision become answers that name the balance."""
+        try:
+            yield
+        except UpstreamThrottled as exc:
+            raise Unavailable(
+                f"The deploy service is busy; {money.retry_advice()}",
+                internal=exc.internal,
+                headers={"Retry-After": str(exc.retry_after)},
+                code="upstream_busy",
+                retry_after=exc.retry_after,
+                **money.fields(),
+            ) from exc
+        except UpstreamError as exc:
+            raise UpstreamFailed(
+                f"Upstream failed; {money.retry_advice()}",
+                internal=exc.internal or exc.public,
+                code="upstream_failed",
+                **money.fields(),
+            ) from exc
+
+
+def _adoptable(project: Project | None) -> TypeGuard[Project]:
+    """A project found by name can be adopted unless CreateOS is deleting it."""
+    return project is not None and project.status not in ("deleting", "deleted")
+
+
+def deploy_lock_ttl_ms(settings: Settings) -> int:
+    """Longer than the slowest deploy: payment verification, a few reads, one upload."""
+    seconds = (
+        settings.verify_timeout_seconds
+        + settings.upstream_upload_timeout
+        + 8 * (settings.upstream_connect_timeout + settings.upstream_read_timeout)
+    )
+    return int(seconds * 1000)
+
+
+def zip_files(files: Sequence[UploadFile]) -> bytes:
+    """A deflated zip of the files (decoded one at a time), paths as validated."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for upload_file in files:
+            archive.writestr(upload_file.path, _decode(upload_file.content_base64))
+    return buffer.getvalue()
+
+
+def _decode(content_base64: str) -> bytes:
+    return binascii.a2b_base64(content_base64, strict_mode=True)
