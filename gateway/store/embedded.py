@@ -71,11 +71,12 @@ class EmbeddedRedis:
     def log_path(self) -> Path:
         return self.data_dir / "redis.log"
 
-    def start(self, timeout: float = 10.0) -> EmbeddedRedis:
+    def start(self, timeout: float = 10.0, *, port: int | None = None) -> EmbeddedRedis:
+        """Start the server on ``port`` (one try), or on a free port (retried on a bind race)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         last_error = ""
-        for _ in range(5):
-            self.port = _free_port()
+        for _ in range(1 if port else 5):
+            self.port = port or _free_port()
             args = [
                 self.binary,
                 "--bind", "127.0.0.1",
@@ -112,9 +113,19 @@ class EmbeddedRedis:
         except OSError:
             return ""
 
+    def restart(self, timeout: float = 10.0) -> EmbeddedRedis:
+        """Stop, then start again on the same port and data directory (the AOF is replayed)."""
+        port = self.port
+        self.stop()
+        return self.start(timeout, port=port)
+
     def stop(self) -> None:
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
+        if process is None:
+            return
+        if process.poll() is not None:  # already gone (crashed or killed)
+            if process.stderr:
+                process.stderr.close()
             return
         # SHUTDOWN closes the connection: an error here is the normal outcome.
         with contextlib.suppress(redis.exceptions.RedisError):
