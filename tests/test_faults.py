@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 from eth_account.signers.local import LocalAccount
 
+from gateway.config import load_settings
 from gateway.devstack.anvil import AnvilNode
 from gateway.devstack.simulator import CreateOSSimulator
 from gateway.store.embedded import EmbeddedRedis
@@ -29,7 +30,7 @@ from tests.deploy_support import (
     running_gateway,
     signed,
 )
-from tests.support import GatewayProcess, write_config
+from tests.support import GatewayProcess, TcpProxy, write_config
 
 HALF_USD = 500_000
 
@@ -197,3 +198,45 @@ async def test_gateway_killed_mid_deploy_and_the_agent_retries_on_another_proces
         await assert_books_balance(gw, agent.address, 42161, tx)
         assert await gw.services.ownership.get(project.id) is not None
     assert arbitrum.balance_of(ARBITRUM_USDC, agent.address) == 0
+
+
+async def test_primary_rpc_killed_mid_run_fails_over(
+    redis_url: str,
+    key_prefix: str,
+    sim_url: str,
+    chains: dict[str, AnvilNode],
+    arbitrum: AnvilNode,
+    sim: CreateOSSimulator,
+    agent: LocalAccount,
+) -> None:
+    """The first RPC URL serves a payment, then dies with connections open; the next payment
+    is verified through the second URL without the agent noticing."""
+    primary = TcpProxy(arbitrum.port)
+    env = {
+        "REDIS_URL": redis_url,
+        "CREATEOS_API_URL": sim_url,
+        "GATEWAY_RPC_ARBITRUM": f"{primary.url},{arbitrum.url}",
+        "GATEWAY_RPC_BASE": chains["base"].url,
+    }
+    settings = load_settings(LOCAL_CONFIG, env).with_overrides(
+        redis_key_prefix=key_prefix, rpc_timeout_seconds=2.0
+    )
+    try:
+        async with running_gateway(settings) as gw:
+            first = pay(arbitrum, agent, HALF_USD)
+            answer = await gw.client.post(
+                "/agent/credits/topup", headers=signed(agent, X_Payment_Tx=first)
+            )
+            assert answer.status_code == 200, answer.text
+            assert primary.accepted > 0  # the first payment went through the primary
+            primary.stop()
+            second = pay(arbitrum, agent, HALF_USD)
+            answer = await gw.client.post(
+                "/agent/credits/topup", headers=signed(agent, X_Payment_Tx=second)
+            )
+            assert answer.status_code == 200, answer.text
+            assert await gw.balance(agent.address) == 2 * HALF_USD
+            for tx in (first, second):
+                await assert_books_balance(gw, agent.address, 42161, tx)
+    finally:
+        primary.stop()
