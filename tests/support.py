@@ -3,22 +3,15 @@
 from __future__ import annotations
 
 import contextlib
-import json
-import os
 import socket
-import subprocess
-import sys
 import threading
-import time
-import tomllib
-from collections.abc import AsyncIterator, Iterator, Mapping
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 
 from gateway.app import create_app
-from gateway.config import PROJECT_ROOT, Settings
+from gateway.config import Settings
 
 
 @contextlib.asynccontextmanager
@@ -29,92 +22,6 @@ async def serve_in_process(settings: Settings, **kwargs: Any) -> AsyncIterator[h
         transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 40000))
         async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
             yield client
-
-
-# --- real gateway processes ------------------------------------------------------------------
-
-
-def write_config(path: Path, base: Path, changes: Mapping[str, Any]) -> Path:
-    """``base`` (a TOML config) with dotted keys replaced (``{"upstream.read_timeout_seconds":
-    1}``), written to ``path``. Values are strings, numbers, booleans or lists of those."""
-    document = tomllib.loads(base.read_text(encoding="utf-8"))
-    for dotted, value in changes.items():
-        table = document
-        *parents, leaf = dotted.split(".")
-        for name in parents:
-            table = table.setdefault(name, {})
-        table[leaf] = value
-    path.write_text("\n".join(_toml_tables(document, ())), encoding="utf-8")
-    return path
-
-
-def _toml_tables(table: Mapping[str, Any], prefix: tuple[str, ...]) -> Iterator[str]:
-    scalars = {k: v for k, v in table.items() if not isinstance(v, dict)}
-    if prefix:
-        yield f"[{'.'.join(prefix)}]"
-    for key, value in scalars.items():
-        yield f"{key} = {json.dumps(value)}"  # JSON scalars and lists are valid TOML here
-    for key, value in table.items():
-        if isinstance(value, dict):
-            yield from _toml_tables(value, (*prefix, key))
-
-
-class GatewayProcess:
-    """``python -m gateway serve`` as a real process (uvicorn), for multi-process and crash
-    tests. ``env`` adds to the environment (REDIS_URL, GATEWAY_RPC_*, CREATEOS_API_URL...)."""
-
-    def __init__(self, config: Path, env: Mapping[str, str], log_path: Path) -> None:
-        self.config = config
-        self.env = {**os.environ, **env}
-        self.log_path = log_path
-        self.port = 0
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self, timeout: float = 30.0) -> GatewayProcess:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = int(sock.getsockname()[1])
-        command = [sys.executable, "-m", "gateway", "--config", str(self.config), "serve",
-                   "--port", str(self.port), "--log-level", "warning"]  # fmt: skip
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                command, cwd=PROJECT_ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"gateway exited: {self.log_path.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        self.kill()
-        raise RuntimeError(f"gateway did not start: {self.log_path.read_text()[-3000:]}")
-
-    def kill(self) -> None:
-        """SIGKILL: the process gets no chance to clean up (a crash)."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-    def __enter__(self) -> GatewayProcess:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 class TcpProxy:

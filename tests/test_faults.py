@@ -16,6 +16,7 @@ from eth_account.signers.local import LocalAccount
 
 from gateway.config import load_settings
 from gateway.devstack.anvil import AnvilNode
+from gateway.devstack.gateway_process import GatewayProcess, write_config
 from gateway.devstack.simulator import CreateOSSimulator
 from gateway.store.embedded import EmbeddedRedis
 from tests.conftest import LOCAL_CONFIG, SettingsFactory
@@ -30,7 +31,7 @@ from tests.deploy_support import (
     running_gateway,
     signed,
 )
-from tests.support import GatewayProcess, TcpProxy, write_config
+from tests.support import TcpProxy
 
 HALF_USD = 500_000
 
