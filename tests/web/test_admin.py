@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from gateway.config import PROJECT_ROOT
+from gateway.devstack.simulator import CreateOSSimulator
 from gateway.ledger import EntryKind, Ledger
 from gateway.types import checksum_address
 from tests.conftest import LOCAL_CONFIG, PAY_TO, SettingsFactory
@@ -311,3 +312,29 @@ def test_every_admin_route_is_documented_with_the_admin_token() -> None:
         operation = PATHS[path][method]
         assert operation["security"] == [{"adminToken": []}]
         assert {"400", "401", "404"} <= set(operation["responses"])
+
+
+async def test_a_positive_adjustment_resumes_a_suspended_project(
+    admin_gw: Gateway, sim: CreateOSSimulator
+) -> None:
+    svc = admin_gw.services
+    project_id = await svc.upstream.create_project(
+        unique_name="adjust-resume",
+        display_name="Adjust resume",
+        description=None,
+        settings={"runtime": "build-ai", "useBuildAI": True},
+    )
+    await svc.ownership.record_project(
+        WALLET, project_id, unique_name="adjust-resume", display_name="Adjust resume"
+    )
+    assert (await svc.metering.run_once()).suspended == [project_id]  # no credits at all
+    assert next(p for p in sim.projects() if p.id == project_id).suspended
+
+    answer = await admin_gw.client.post(
+        f"/admin/wallets/{WALLET}/adjust",
+        json={"amount_usd": "1.00", "reason": "support credit"},
+        headers=bearer(),
+    )
+    assert answer.status_code == 200 and answer.json()["resumed"] == [project_id]
+    assert not next(p for p in sim.projects() if p.id == project_id).suspended
+    assert (await svc.ledger.check_consistency(WALLET)).ok
