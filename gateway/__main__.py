@@ -1,15 +1,23 @@
-"""Command line: ``python -m gateway serve [--host] [--port]`` and the operator reads."""
+"""Command line: ``python -m gateway serve [--host] [--port]`` and the operator reads
+``credits <address>`` and ``payment <chain> <tx>`` (``--json`` for the raw document).
+
+The reads open Redis directly (``REDIS_URL``) and render ``gateway.audit``, the same data as
+``/admin/*``. Exit codes: 0 shown, 1 not found / Redis unavailable, 2 bad input or config."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
 
-from gateway.config import load_settings
-from gateway.errors import ConfigError
+from gateway.config import Settings, load_settings
+from gateway.errors import BadRequest, ConfigError, GatewayError
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -40,6 +48,93 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- operator reads ----------------------------------------------------------------------
+
+
+async def _with_audit(settings: Settings, read: Callable[[Any], Awaitable[Any]]) -> Any:
+    from gateway.audit import Audit
+    from gateway.ledger import Ledger
+    from gateway.ownership import Ownership
+    from gateway.store import connect_store
+
+    assert settings.redis_url is not None
+    store = await connect_store(settings.redis_url, settings.redis_key_prefix)
+    try:
+        return await read(Audit(settings, Ledger(store), Ownership(store)))
+    finally:
+        await store.close()
+
+
+def _operator_read(args: argparse.Namespace, read: Callable[[Any], Awaitable[Any]]) -> int:
+    settings = load_settings(args.config, os.environ)
+    if settings.redis_url is None:
+        raise ConfigError("REDIS_URL", "set it to the Redis the gateway uses")
+    try:
+        document = asyncio.run(_with_audit(settings, read))
+    except GatewayError as exc:
+        print(f"error: {exc.public}", file=sys.stderr)
+        return 2 if isinstance(exc, BadRequest) else 1
+    if args.json:
+        print(json.dumps(document, indent=2))
+    else:
+        print(args.render(document))
+    return 0
+
+
+def _credits(args: argparse.Namespace) -> int:
+    return _operator_read(args, lambda audit: audit.wallet(args.address))
+
+
+def _payment(args: argparse.Namespace) -> int:
+    return _operator_read(args, lambda audit: audit.payment(args.chain, args.tx))
+
+
+def _when(ms: int | None) -> str:
+    if not ms:
+        return "-"
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def render_wallet(doc: dict[str, Any]) -> str:
+    consistent = "yes" if doc["ledger_consistent"] else "NO: entries do not sum to the balance"
+    lines = [
+        f"wallet   {doc['wallet']}",
+        f"balance  {doc['balance_usd']} USD ({doc['credits']} credits)",
+        f"ledger   {doc['ledger_entries']} entries, consistent: {consistent}",
+        "",
+        f"projects ({len(doc['projects'])})",
+    ]
+    for p in doc["projects"]:
+        lines.append(
+            f"  {p['id']:<24} {p['name']:<32} {p['status']:<10} created {_when(p['created_at_ms'])}"
+        )
+    lines += ["", f"payments ({len(doc['payments'])})"]
+    for pay in doc["payments"]:
+        lines.append(
+            f"  {pay['chain'] or pay['chain_id']:<9} {pay['tx']}  "
+            f"{pay['amount_usd']:>10} USD  {pay['status']}"
+        )
+    lines += ["", f"ledger, newest first ({len(doc['ledger'])} shown)"]
+    for e in doc["ledger"]:
+        lines.append(
+            f"  #{e['seq']:<6} {_when(e['ts'])}  {e['kind']:<10} {e['amount_usd']:>12}  "
+            f"balance {e['balance_usd']:>10}  {e['ref']}  {e['reason']}"
+        )
+    return "\n".join(lines)
+
+
+def render_payment(doc: dict[str, Any]) -> str:
+    lines = [
+        f"payment  {doc['chain']} ({doc['chain_id']}) {doc['tx']}",
+        f"status   {doc['status']}, claim {doc['claim']}",
+        f"amount   {doc['amount_usd']} USD",
+        "",
+        "recorded verification",
+    ]
+    lines += [f"  {key:<16} {value}" for key, value in doc["record"].items()]
+    return "\n".join(lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m gateway", description=__doc__)
     parser.add_argument(
@@ -51,6 +146,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8402)
     serve.add_argument("--log-level", default="info")
     serve.set_defaults(run=_serve)
+    credits = sub.add_parser("credits", help="a wallet's credits, projects, payments and ledger")
+    credits.add_argument("address")
+    credits.add_argument("--json", action="store_true", help="print the JSON document")
+    credits.set_defaults(run=_credits, render=render_wallet)
+    payment = sub.add_parser("payment", help="the recorded verification of one payment")
+    payment.add_argument("chain")
+    payment.add_argument("tx")
+    payment.add_argument("--json", action="store_true", help="print the JSON document")
+    payment.set_defaults(run=_payment, render=render_payment)
     return parser
 
 

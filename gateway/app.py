@@ -14,6 +14,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 
+from gateway.audit import Audit
 from gateway.auth import WalletAuthenticator
 from gateway.chains import ChainRegistry
 from gateway.config import Settings
@@ -22,6 +23,7 @@ from gateway.deploy_records import NameClaims
 from gateway.errors import ConfigError, GatewayError
 from gateway.idempotency import Idempotency
 from gateway.ledger import Ledger
+from gateway.metering import Metering
 from gateway.ownership import Ownership
 from gateway.payments import PaymentService
 from gateway.projects import Projects
@@ -68,7 +70,6 @@ def create_app(
         )
         ledger = Ledger(store, clock=clock)
         chain_readers = {name: chains.get(name) for name in settings.chains}
-        payments = PaymentService(settings, ledger, chain_readers, clock=clock)
         createos = upstream or CreateOSClient(
             settings.createos_api_url,
             settings.createos_api_key,
@@ -77,7 +78,18 @@ def create_app(
             upload_timeout=settings.upstream_upload_timeout,
         )
         ownership = Ownership(store, clock=clock)
-        rechecker = PaymentRechecker(settings, ledger, chain_readers, store, clock=clock)
+        metering = Metering(settings, store, ledger, ownership, createos, clock=clock)
+        payments = PaymentService(
+            settings, ledger, chain_readers, clock=clock, after_credit=metering.on_credit
+        )
+        rechecker = PaymentRechecker(
+            settings,
+            ledger,
+            chain_readers,
+            store,
+            clock=clock,
+            on_negative_balance=metering.on_negative_balance,
+        )
         app.state.services = Services(
             settings=settings,
             store=store,
@@ -108,16 +120,22 @@ def create_app(
             ),
             projects=Projects(createos, ownership, NameClaims(store)),
             idempotency=Idempotency(store, pending_ttl_ms=deploy_lock_ttl_ms(settings)),
+            metering=metering,
+            audit=Audit(settings, ledger, ownership),
         )
         recheck_loop = asyncio.create_task(
             rechecker.run_forever(settings.recheck_interval_seconds), name="payment-recheck"
         )
+        metering_loop = asyncio.create_task(
+            metering.run_forever(settings.metering_interval_seconds), name="metering"
+        )
         try:
             yield
         finally:
-            recheck_loop.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await recheck_loop
+            for loop in (metering_loop, recheck_loop):
+                loop.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await loop
             if upstream is None:
                 await createos.aclose()
             await chains.close()

@@ -72,9 +72,16 @@ class ApplyOutcome(str, Enum):
     INSUFFICIENT = "insufficient"  # would go below the floor
 
 
+class BurnOutcome(str, Enum):
+    BURNED = "burned"
+    DUPLICATE = "duplicate"  # this hour (or a later one) of the project was metered already
+    INSUFFICIENT = "insufficient"  # the balance cannot pay it: nothing written
+    INACTIVE = "inactive"  # the project is suspended, deleted or unknown: nothing written
+
+
 @dataclass(frozen=True, slots=True)
 class Applied:
-    outcome: ApplyOutcome | CreditOutcome
+    outcome: ApplyOutcome | CreditOutcome | BurnOutcome
     balance_micro: int
     seq: int | None = None
 
@@ -185,6 +192,40 @@ class Ledger:
         outcome = ApplyOutcome(result[0])
         seq = int(result[2]) if len(result) > 2 else None
         return Applied(outcome=outcome, balance_micro=int(result[1]), seq=seq)
+
+    async def burn_hour(
+        self, wallet: str, project_id: str, hour: int, amount_micro: int, *, reason: str
+    ) -> Applied:
+        """Burn ``amount_micro`` (> 0) for hour ``hour`` (Unix hours) of an active project, at
+        most once per (project, hour): the burn entry (ref ``project_id:hour``), the balance and
+        the project's metered-hour marker are written by one script (``burn_hour.lua``). Hours
+        at or before the marker are duplicates; a balance below the amount writes nothing."""
+        k = self._keys
+        keys = [k.metered_hour(project_id), k.project(project_id), *self._entry_keys(wallet)]
+        args = [
+            wallet.lower(),
+            hour,
+            amount_micro,
+            self._now_ms(),
+            f"{project_id}:{hour}",
+            reason,
+        ]
+        result = await self._store.run("burn_hour", keys, args)
+        seq = int(result[2]) if len(result) > 2 else None
+        return Applied(outcome=BurnOutcome(result[0]), balance_micro=int(result[1]), seq=seq)
+
+    async def metered_hour(self, project_id: str) -> int | None:
+        """The last hour (Unix hours) burned or skipped for a project; None before the first."""
+        raw = await self._store.redis.get(self._keys.metered_hour(project_id))
+        return None if raw is None else int(raw)
+
+    async def skip_hours(self, project_id: str, through_hour: int) -> int:
+        """Mark every hour up to ``through_hour`` metered without burning (never moves back);
+        returns the marker afterwards."""
+        marker = await self._store.run(
+            "skip_hours", [self._keys.metered_hour(project_id)], [through_hour]
+        )
+        return int(marker)
 
     async def claim_payment(self, chain_id: int, tx_hash: str) -> tuple[ClaimOutcome, ClaimTicket]:
         ticket = ClaimTicket(chain_id=chain_id, tx_hash=tx_hash, token=secrets.token_hex(8))

@@ -136,6 +136,19 @@ class Ownership:
                 pipe.sadd(k.active_projects(), project_id)
             await pipe.execute()
 
+    async def switch_status(
+        self, project_id: str, expected: ProjectStatus, new: ProjectStatus
+    ) -> bool:
+        """Set ``new`` only if the status is still ``expected`` (one Lua compare-and-set):
+        suspending never revives a project deleted meanwhile. Between ``active`` and
+        ``suspended`` only: both stay in the metered set. True if this call switched it."""
+        if ProjectStatus.DELETED in (expected, new):
+            raise ValueError("switch_status moves between active and suspended only")
+        result = await self._store.run(
+            "switch_status", [self._keys.project(project_id)], [expected.value, new.value]
+        )
+        return bool(result == "switched")
+
     async def name_owner(self, unique_name: str) -> str | None:
         owner = await self._store.redis.get(self._keys.name_owner(unique_name))
         return None if owner is None else str(owner)

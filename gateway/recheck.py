@@ -24,9 +24,7 @@ depend on it, since a reversal is once-only in Lua and "final" is a plain ``ZREM
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import cast
@@ -34,6 +32,7 @@ from typing import cast
 from gateway.chains import Receipt
 from gateway.config import Settings
 from gateway.errors import GatewayError
+from gateway.leader import drop_lease, hold_lease, lead_forever
 from gateway.ledger import ApplyOutcome, Ledger
 from gateway.payments import ChainReader, count_payment
 from gateway.store import Store
@@ -201,43 +200,26 @@ class PaymentRechecker:
 
     async def hold_lease(self, holder: str, lease_ms: int) -> bool:
         """Take or renew the recheck lease for ``holder``; True while it is ours."""
-        held = await self._store.run(
-            "hold_lease", [self._store.keys.recheck_lease()], [holder, lease_ms]
-        )
-        return bool(int(held))
+        return await hold_lease(self._store, self._store.keys.recheck_lease(), holder, lease_ms)
 
     async def drop_lease(self, holder: str) -> None:
-        await self._store.run("drop_lease", [self._store.keys.recheck_lease()], [holder])
+        await drop_lease(self._store, self._store.keys.recheck_lease(), holder)
 
     async def run_forever(self, interval: float) -> None:
         """Every ``interval`` seconds, ``run_once`` if this process holds the lease (3 intervals
-        long, at least 10 s, renewed each round). Runs until cancelled; a failed round is logged
-        and retried next time. The lease is given back on the way out."""
-        holder = secrets.token_hex(8)
-        lease_ms = int(max(interval * 3, 10.0) * 1000)
-        try:
-            while True:
-                try:
-                    if await self.hold_lease(holder, lease_ms):
-                        # A round never outlives the lease, so two leaders never overlap.
-                        async with asyncio.timeout(lease_ms / 2000):
-                            report = await self.run_once()
-                        if report.reversed:
-                            log.warning("recheck reversed %d payment(s)", len(report.reversed))
-                except Exception:  # a background loop must survive Redis or RPC outages
-                    log.exception("recheck round failed")
-                if _cancel_requested():
-                    # redis-py can swallow a CancelledError that lands mid-command
-                    # (redis/redis-py#2028); the task still records the request.
-                    raise asyncio.CancelledError
-                await asyncio.sleep(interval)
-        finally:
-            try:
-                await self.drop_lease(holder)
-            except Exception:  # shutting down: the lease expires on its own
-                log.debug("could not drop the recheck lease", exc_info=True)
+        long, at least 10 s, renewed each round; ``gateway.leader``). Runs until cancelled; a
+        failed round is logged and retried next time."""
 
+        async def one_round() -> None:
+            report = await self.run_once()
+            if report.reversed:
+                log.warning("recheck reversed %d payment(s)", len(report.reversed))
 
-def _cancel_requested() -> bool:
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0
+        await lead_forever(
+            self._store,
+            self._store.keys.recheck_lease(),
+            one_round,
+            interval=interval,
+            lease_ms=int(max(interval * 3, 10.0) * 1000),
+            log=log,
+        )

@@ -73,9 +73,11 @@ class KeySpace:
         return f"{self.prefix}metered:{project_id}"
 
     def metering_lease(self) -> str:
+        """Leader lease of the metering loop (holder token, PX expiry)."""
         return f"{self.prefix}metering:lease"
 
     def recheck_lease(self) -> str:
+        """Leader lease of the payment re-check loop (holder token, PX expiry)."""
         return f"{self.prefix}recheck:lease"
 
     # --- deploy flow ---------------------------------------------------------------------

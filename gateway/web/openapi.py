@@ -364,7 +364,14 @@ PATHS: dict[str, dict[str, Any]] = {
             body={
                 "type": "object",
                 "required": ["amount_usd", "reason"],
-                "properties": {"amount_usd": _STR, "reason": _STR},
+                "properties": {
+                    "amount_usd": {
+                        "type": "string",
+                        "pattern": "^-?\\d{1,12}(\\.\\d{1,6})?$",
+                        "description": "signed USD decimal string, not zero",
+                    },
+                    "reason": {"type": "string", "minLength": 1, "maxLength": 500},
+                },
             },
             admin=True,
         )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.routing import Route
 
-from gateway.web import credits, deploy, openapi, projects, public
+from gateway.web import admin, credits, deploy, openapi, projects, public
 
 routes = [
     # public
@@ -23,4 +23,8 @@ routes = [
     Route("/agent/projects", projects.list_projects, methods=["GET"]),
     Route("/agent/projects/{projectId}", projects.delete_project, methods=["DELETE"]),
     Route("/agent/projects/{projectId}/deploy", projects.redeploy, methods=["POST"]),
+    # operator (Bearer GATEWAY_ADMIN_TOKEN; 404 when unset)
+    Route("/admin/wallets/{address}", admin.wallet, methods=["GET"]),
+    Route("/admin/wallets/{address}/adjust", admin.adjust, methods=["POST"]),
+    Route("/admin/payments/{chain}/{txHash}", admin.payment, methods=["GET"]),
 ]

@@ -6,12 +6,14 @@ from dataclasses import dataclass
 
 from starlette.requests import Request
 
+from gateway.audit import Audit
 from gateway.auth import WalletAuthenticator
 from gateway.chains import ChainRegistry
 from gateway.config import Settings
 from gateway.deploy import DeployFlow
 from gateway.idempotency import Idempotency
 from gateway.ledger import Ledger
+from gateway.metering import Metering
 from gateway.ownership import Ownership
 from gateway.payments import PaymentService
 from gateway.projects import Projects
@@ -39,6 +41,8 @@ class Services:
     deploys: DeployFlow
     projects: Projects
     idempotency: Idempotency
+    metering: Metering
+    audit: Audit
 
 
 def services(request: Request) -> Services:

@@ -1,0 +1,74 @@
+"""Operator routes (SPEC section 3, Operator): ``/admin/*`` behind ``GATEWAY_ADMIN_TOKEN``.
+
+- No token configured: every route answers 404, as if it did not exist (off).
+- ``Authorization: Bearer <token>`` missing or wrong: 401 (compared in constant time).
+- The reads and the adjustment are ``gateway.audit``'s, shared with the command line.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gateway.errors import AuthFailed, BadRequest, NotFound
+from gateway.web.responses import json_response
+from gateway.web.services import services
+
+#: An adjustment body is two short fields; anything longer is not one.
+MAX_ADJUST_BODY = 16 * 1024
+
+
+def require_operator(request: Request) -> None:
+    """404 when the admin routes are off, 401 unless the bearer token matches."""
+    expected = services(request).settings.admin_token
+    if not expected:
+        raise NotFound(f"No route {request.method} {request.url.path}")
+    scheme, _, presented = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+        presented.strip().encode(), expected.encode()
+    ):
+        raise AuthFailed(
+            "Admin bearer token missing or wrong",
+            code="admin_auth",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
+async def wallet(request: Request) -> Response:
+    require_operator(request)
+    return json_response(await services(request).audit.wallet(request.path_params["address"]))
+
+
+async def payment(request: Request) -> Response:
+    require_operator(request)
+    params = request.path_params
+    return json_response(await services(request).audit.payment(params["chain"], params["txHash"]))
+
+
+async def adjust(request: Request) -> Response:
+    """A signed adjustment entry; a positive one resumes projects the balance can pay again."""
+    require_operator(request)
+    svc = services(request)
+    raw = await request.body()
+    if len(raw) > MAX_ADJUST_BODY:
+        raise BadRequest(
+            "The body is too long for an adjustment", code="invalid_body", field="body"
+        )
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest(
+            "The body must be a JSON object", code="invalid_body", field="body"
+        ) from None
+    if not isinstance(body, dict):
+        raise BadRequest("The body must be a JSON object", code="invalid_body", field="body")
+    adjusted = await svc.audit.adjust(
+        request.path_params["address"], body.get("amount_usd"), body.get("reason")
+    )
+    resumed: list[str] = []
+    if adjusted["amount_usd"] > 0:
+        resumed = (await svc.metering.resume_wallet(adjusted["wallet"])).resumed
+    return json_response({**adjusted, "resumed": resumed})
