@@ -1,4 +1,10 @@
-"""Command line: ``python -m gateway serve [--host] [--port]`` and the operator reads."""
+"""Command line: ``python -m gateway serve [--host] [--port]``, the operator reads, the agent's
+commands (``deploy``, ``projects``, ``status``, ``logs``, ``delete``, ``balance``, ...) and the
+local stack (``dev [--demo]``).
+
+Agent commands exit with 0 success, 1 other failure, 2 usage error, 3 payment refused (the
+quote is above the spend cap), 4 build failed.
+"""
 
 from __future__ import annotations
 
@@ -41,7 +47,11 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m gateway", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m gateway",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument(
         "--config", help="config file (default: $GATEWAY_CONFIG or config/gateway.toml)"
     )
@@ -51,6 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8402)
     serve.add_argument("--log-level", default="info")
     serve.set_defaults(run=_serve)
+    from gateway.client import cli as agent_cli
+    from gateway.devstack import stack
+
+    stack.add_command(sub, os.environ)
+    agent_cli.add_commands(sub, os.environ)
     return parser
 
 
