@@ -77,6 +77,7 @@ class StackError(RuntimeError):
 class DevStack:
     """The running parts; ``start`` brings them up, ``stop`` takes them down in reverse."""
 
+    anvil_binary: str | None = None  # None: find_anvil_binary()
     any_ports: bool = False
     gateway_port: int = 8402
     out: TextIO = sys.stdout
@@ -105,7 +106,7 @@ class DevStack:
             raise
 
     def _start(self) -> None:
-        binary = find_anvil_binary()
+        binary = self.anvil_binary or find_anvil_binary()
         self.workdir = Path(tempfile.mkdtemp(prefix="gateway-dev-"))
         workdir = self.workdir
         self._exit.callback(shutil.rmtree, workdir, ignore_errors=True)
@@ -237,11 +238,11 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     out = sys.stdout
     quiet_client_libraries()
     try:
-        find_anvil_binary(environ=environ)
+        binary = find_anvil_binary(environ=environ)
     except AnvilNotFound as exc:
         print(f"error: {INSTALL_HINT}\n({exc})", file=sys.stderr)
         return 1
-    stack = DevStack(any_ports=args.any_ports, gateway_port=args.port, out=out)
+    stack = DevStack(binary, any_ports=args.any_ports, gateway_port=args.port, out=out)
     with _stop_on_sigterm():
         try:
             stack.start()

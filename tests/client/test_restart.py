@@ -1,0 +1,116 @@
+"""The client never pays twice for one deploy: not when the gateway process is killed between
+the payment and the retry, not when the client itself dies after paying (its journal on disk
+remembers the tx). Real gateway process, real anvil transfers, credits read back from the
+gateway's ledger."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from eth_account.signers.local import LocalAccount
+
+from gateway.client.agent import AgentClient
+from gateway.client.bundle import Bundle
+from gateway.client.journal import FileJournal
+from gateway.client.models import Progress
+from tests.client.conftest import LocalStack
+
+
+def small_upload() -> dict[str, object]:
+    return Bundle(files={"index.js": b"console.log('restart')\n"}).upload()
+
+
+async def payment_entries(stack: LocalStack, agent: LocalAccount) -> list[str]:
+    """The refs (chain:tx) of the wallet's payment ledger entries, from the gateway."""
+    async with AgentClient(stack.gateway.url, agent) as reader:
+        credits = await reader.credits()
+    return [entry.ref or "" for entry in credits.ledger if entry.kind == "payment"]
+
+
+async def test_gateway_killed_between_payment_and_retry(local_stack: LocalStack) -> None:
+    agent = local_stack.funded_agent()
+    gateway = local_stack.gateway
+    seen: list[Progress] = []
+
+    def on_progress(progress: Progress) -> None:
+        seen.append(progress)
+        if progress.stage == "confirmed":
+            gateway.kill()  # the transfer is mined; the retry with X-Payment-Tx is next
+        elif (
+            progress.stage == "retrying" and gateway.process and gateway.process.poll() is not None
+        ):
+            gateway.start()  # only once the client has found the gateway gone
+
+    async with AgentClient(
+        gateway.url,
+        agent,
+        rpc_urls=local_stack.rpc_urls,
+        on_progress=on_progress,
+        poll_seconds=0.2,
+    ) as client:
+        deployment = await client.deploy(small_upload(), name="restart-app")
+
+    assert deployment.status.status == "ready"
+    assert deployment.started.payment is not None
+    stages = [p.stage for p in seen]
+    assert stages.index("confirmed") < stages.index("retrying") < stages.index("started")
+    transfers = local_stack.transfers_from(agent.address)
+    assert len(transfers) == 1
+    assert transfers[0]["transactionHash"] == deployment.started.payment.tx_hash
+    entries = await payment_entries(local_stack, agent)
+    assert len(entries) == 1 and deployment.started.payment.tx_hash in entries[0]
+
+
+class ClientCrashed(BaseException):
+    """Stands for the client process dying: nothing in the client catches it."""
+
+
+async def test_client_restarted_after_paying_reuses_the_journalled_tx(
+    local_stack: LocalStack, tmp_path: Path
+) -> None:
+    agent = local_stack.funded_agent()
+    journal_path = tmp_path / "payments.json"
+
+    def crash_after_payment(progress: Progress) -> None:
+        if progress.stage == "confirmed":
+            raise ClientCrashed
+
+    first = AgentClient(
+        local_stack.gateway.url,
+        agent,
+        rpc_urls=local_stack.rpc_urls,
+        journal=FileJournal(journal_path),
+        on_progress=crash_after_payment,
+    )
+    try:
+        await first.deploy(small_upload(), name="journal-app")
+        raise AssertionError("the first client should have crashed after paying")
+    except ClientCrashed:
+        pass
+    finally:
+        await first.aclose()
+    [paid] = local_stack.transfers_from(agent.address)
+
+    seen: list[Progress] = []
+    async with AgentClient(
+        local_stack.gateway.url,
+        agent,
+        rpc_urls=local_stack.rpc_urls,
+        journal=FileJournal(journal_path),
+        on_progress=seen.append,
+        poll_seconds=0.2,
+    ) as second:
+        deployment = await second.deploy(small_upload(), name="journal-app")
+
+    assert deployment.status.status == "ready"
+    assert "paying" not in [p.stage for p in seen]
+    assert deployment.started.payment is not None
+    assert deployment.started.payment.tx_hash == paid["transactionHash"]
+    assert len(local_stack.transfers_from(agent.address)) == 1
+    assert len(await payment_entries(local_stack, agent)) == 1
+    assert (
+        FileJournal(journal_path).get(
+            f"{local_stack.gateway.url}|{agent.address.lower()}|deploy:journal-app"
+        )
+        is None
+    )
