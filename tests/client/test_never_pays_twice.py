@@ -1,18 +1,20 @@
 """The client never pays twice for one deploy: not when the gateway process is killed between
 the payment and the retry, not when the client itself dies after paying (its journal on disk
-remembers the tx). Real gateway process, real anvil transfers, credits read back from the
-gateway's ledger."""
+remembers the tx), not after a 502 or a 409 for its own tx (it deploys on the credits).
+Real gateway process, real anvil transfers, credits read back from the gateway's ledger."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
 from eth_account.signers.local import LocalAccount
 
 from gateway.client.agent import AgentClient
 from gateway.client.bundle import Bundle
 from gateway.client.journal import FileJournal
 from gateway.client.models import Progress
+from gateway.client.signing import auth_headers
 from tests.client.conftest import LocalStack
 
 
@@ -114,3 +116,80 @@ async def test_client_restarted_after_paying_reuses_the_journalled_tx(
         )
         is None
     )
+
+
+async def test_after_a_502_the_client_retries_on_credits_without_paying(
+    local_stack: LocalStack,
+) -> None:
+    agent = local_stack.funded_agent()
+    # CreateOS fails the create once: the gateway has credited the payment and answers 502.
+    local_stack.simulator.fail_next("POST", r"/v1/projects", status=500)
+    seen: list[Progress] = []
+    async with AgentClient(
+        local_stack.gateway.url,
+        agent,
+        rpc_urls=local_stack.rpc_urls,
+        on_progress=seen.append,
+        poll_seconds=0.2,
+    ) as client:
+        deployment = await client.deploy(small_upload(), name="upstream-502-app")
+
+    assert deployment.status.status == "ready"
+    stages = [p.stage for p in seen]
+    assert stages.count("paying") == 1
+    assert stages.index("confirmed") < stages.index("retrying") < stages.index("started")
+    assert len(local_stack.transfers_from(agent.address)) == 1
+    assert len(await payment_entries(local_stack, agent)) == 1
+
+
+async def test_a_409_for_its_own_credited_tx_makes_it_deploy_on_credits(
+    local_stack: LocalStack, tmp_path: Path
+) -> None:
+    """The tx was credited by an attempt whose answer never arrived (here: a top-up with it);
+    the resumed deploy gets "Payment already processed" and deploys on those credits."""
+    agent = local_stack.funded_agent()
+    journal_path = tmp_path / "payments.json"
+
+    def crash_after_payment(progress: Progress) -> None:
+        if progress.stage == "confirmed":
+            raise ClientCrashed
+
+    first = AgentClient(
+        local_stack.gateway.url,
+        agent,
+        rpc_urls=local_stack.rpc_urls,
+        journal=FileJournal(journal_path),
+        on_progress=crash_after_payment,
+    )
+    try:
+        await first.deploy(small_upload(), name="credited-app")
+        raise AssertionError("the first client should have crashed after paying")
+    except ClientCrashed:
+        pass
+    finally:
+        await first.aclose()
+    [paid] = local_stack.transfers_from(agent.address)
+    async with httpx.AsyncClient(base_url=local_stack.gateway.url) as http:
+        headers = auth_headers(agent)
+        headers.update(
+            {"X-Payment-Tx": str(paid["transactionHash"]), "X-Payment-Chain": "arbitrum"}
+        )
+        topped = await http.post("/agent/credits/topup", headers=headers)
+    assert topped.status_code == 200, topped.text
+
+    seen: list[Progress] = []
+    async with AgentClient(
+        local_stack.gateway.url,
+        agent,
+        rpc_urls=local_stack.rpc_urls,
+        journal=FileJournal(journal_path),
+        on_progress=seen.append,
+        poll_seconds=0.2,
+    ) as second:
+        deployment = await second.deploy(small_upload(), name="credited-app")
+
+    assert deployment.status.status == "ready"
+    assert deployment.started.payment is None  # started on credits
+    assert "credits" in [p.stage for p in seen] and "paying" not in [p.stage for p in seen]
+    assert len(local_stack.transfers_from(agent.address)) == 1
+    assert len(await payment_entries(local_stack, agent)) == 1
