@@ -1,8 +1,14 @@
-"""Command line: ``python -m gateway serve [--host] [--port]`` and the operator reads
-``credits <address>`` and ``payment <chain> <tx>`` (``--json`` for the raw document).
+"""Command line.
 
-The reads open Redis directly (``REDIS_URL``) and render ``gateway.audit``, the same data as
-``/admin/*``. Exit codes: 0 shown, 1 not found / Redis unavailable, 2 bad input or config."""
+- ``serve [--host] [--port]``: run the gateway.
+- Operator reads: ``credits <address>`` and ``payment <chain> <tx>`` (``--json`` for the raw
+  document). They open Redis directly (``REDIS_URL``) and render ``gateway.audit``, the same
+  data as ``/admin/*``. Exit codes: 0 shown, 1 not found / Redis unavailable, 2 bad input.
+- Agent commands: ``deploy``, ``redeploy``, ``projects``, ``status``, ``logs``, ``delete``,
+  ``balance``, ``topup``. Exit codes: 0 success, 1 other failure, 2 usage error, 3 payment
+  refused (the quote is above the spend cap), 4 build failed.
+- ``dev [--demo]``: the whole system on this machine (anvil, Redis, CreateOS simulator).
+"""
 
 from __future__ import annotations
 
@@ -136,7 +142,11 @@ def render_payment(doc: dict[str, Any]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m gateway", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m gateway",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument(
         "--config", help="config file (default: $GATEWAY_CONFIG or config/gateway.toml)"
     )
@@ -155,6 +165,11 @@ def build_parser() -> argparse.ArgumentParser:
     payment.add_argument("tx")
     payment.add_argument("--json", action="store_true", help="print the JSON document")
     payment.set_defaults(run=_payment, render=render_payment)
+    from gateway.client import cli as agent_cli
+    from gateway.devstack import stack
+
+    stack.add_command(sub, os.environ)
+    agent_cli.add_commands(sub, os.environ)
     return parser
 
 

@@ -1,0 +1,91 @@
+"""What the client must not forget between attempts: the tx it paid for a deploy, and the
+deploy's ``Idempotency-Key``.
+
+An entry is written right after the transfer is sent (before its receipt), and removed once the
+gateway has started the deploy. A retry of the same deploy, after a gateway restart, a lost
+answer or a crash of the client itself, finds the entry and sends the same ``X-Payment-Tx``
+instead of paying again. ``MemoryJournal`` lives as long as the client; ``FileJournal`` survives
+the process (the CLI uses it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class PendingDeploy:
+    """One deploy in flight. ``tx`` is None until a transfer was sent for it."""
+
+    idempotency_key: str
+    tx: str | None = None
+    chain: str | None = None
+    token: str | None = None
+    amount_token: int | None = None
+
+
+class Journal(Protocol):
+    def get(self, key: str) -> PendingDeploy | None: ...
+
+    def put(self, key: str, entry: PendingDeploy) -> None: ...
+
+    def remove(self, key: str) -> None: ...
+
+
+class MemoryJournal:
+    def __init__(self) -> None:
+        self._entries: dict[str, PendingDeploy] = {}
+
+    def get(self, key: str) -> PendingDeploy | None:
+        return self._entries.get(key)
+
+    def put(self, key: str, entry: PendingDeploy) -> None:
+        self._entries[key] = entry
+
+    def remove(self, key: str) -> None:
+        self._entries.pop(key, None)
+
+
+class FileJournal:
+    """A JSON file of entries; every write replaces the file atomically (write, fsync, rename)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+
+    def _read(self) -> dict[str, PendingDeploy]:
+        try:
+            raw = json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        return {key: PendingDeploy(**value) for key, value in raw.items()}
+
+    def _write(self, entries: dict[str, PendingDeploy]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self.path.with_suffix(".tmp")
+        with temporary.open("w", encoding="utf-8") as file:
+            json.dump({key: asdict(value) for key, value in entries.items()}, file, indent=1)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, self.path)
+
+    def get(self, key: str) -> PendingDeploy | None:
+        with self._lock:
+            return self._read().get(key)
+
+    def put(self, key: str, entry: PendingDeploy) -> None:
+        with self._lock:
+            entries = self._read()
+            entries[key] = entry
+            self._write(entries)
+
+    def remove(self, key: str) -> None:
+        with self._lock:
+            entries = self._read()
+            if entries.pop(key, None) is not None:
+                self._write(entries)

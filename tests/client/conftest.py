@@ -1,0 +1,175 @@
+"""A local stack for the agent client and CLI tests, started once for the package.
+
+The session's Redis and anvil chains (tests/conftest.py), a CreateOS simulator on the real clock
+with short build phases (in this process, so tests read its request recording), and the gateway
+as a real ``python -m gateway serve`` process that tests may kill and start again. The chains
+are snapshotted when the module starts and reverted when it ends.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+
+from gateway.config import PROJECT_ROOT
+from gateway.devstack.anvil import CANONICAL_TOKENS, AnvilNode
+from gateway.devstack.server_thread import ServerThread
+from gateway.devstack.simulator import CreateOSSimulator, SimulatorConfig
+
+SIM_KEY = "sim-test-key"
+ARBITRUM_USDC = CANONICAL_TOKENS[42161]["usdc"]
+TRANSFER_TOPIC = "0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef"
+START_TIMEOUT_S = 30.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class GatewayProcess:
+    """``python -m gateway serve`` on a fixed port; ``start`` returns once /health answers."""
+
+    def __init__(self, config: Path, env: dict[str, str], log_path: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._config = config
+        self._env = env
+        self._log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        command = [sys.executable, "-m", "gateway", "--config", str(self._config), "serve"]
+        command += ["--port", str(self.port), "--log-level", "warning"]
+        with self._log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                command, cwd=PROJECT_ROOT, env=self._env, stdout=log, stderr=subprocess.STDOUT
+            )
+        self.starts += 1
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"gateway exited: {self._log_path.read_text()[-3000:]}")
+            try:
+                if httpx.get(self.url + "/health", timeout=0.5).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"gateway did not start: {self._log_path.read_text()[-3000:]}")
+            time.sleep(0.1)
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash: no shutdown code runs."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@dataclass
+class LocalStack:
+    gateway: GatewayProcess
+    simulator: CreateOSSimulator
+    nodes: dict[str, AnvilNode]
+    workdir: Path
+
+    @property
+    def arbitrum(self) -> AnvilNode:
+        return self.nodes["arbitrum"]
+
+    @property
+    def rpc_urls(self) -> dict[str, str]:
+        return {name: node.url for name, node in self.nodes.items()}
+
+    def funded_agent(self, usdc: int = 10 * 10**6) -> LocalAccount:
+        """A fresh wallet with gas and ``usdc`` base units of test USDC on arbitrum."""
+        account: LocalAccount = Account.create()
+        self.arbitrum.set_balance(account.address, 10**18)
+        self.arbitrum.mint(ARBITRUM_USDC, account.address, usdc)
+        return account
+
+    def transfers_from(self, wallet: str) -> list[dict[str, object]]:
+        """Every USDC Transfer log on arbitrum sent by ``wallet``."""
+        topic = "0x" + wallet.lower().removeprefix("0x").rjust(64, "0")
+        logs: list[dict[str, object]] = self.arbitrum.rpc(
+            "eth_getLogs",
+            [
+                {
+                    "fromBlock": "0x0",
+                    "toBlock": "latest",
+                    "address": ARBITRUM_USDC,
+                    "topics": [TRANSFER_TOPIC, topic],
+                }
+            ],
+        )
+        return logs
+
+    def uploaded_names(self) -> set[str]:
+        """Every file name the simulator received in an upload."""
+        return {name for request in self.simulator.requests for name in (request.file_names or ())}
+
+
+@pytest.fixture(scope="package")
+def local_stack(
+    anvil_nodes: dict[str, AnvilNode], redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LocalStack]:
+    workdir = tmp_path_factory.mktemp("local-stack")
+    snapshots = {name: node.snapshot() for name, node in anvil_nodes.items()}
+    simulator = CreateOSSimulator(
+        SimulatorConfig(
+            api_keys=(SIM_KEY,), queue_seconds=0.2, building_seconds=0.4, deploying_seconds=0.2
+        )
+    )
+    config = workdir / "gateway.toml"
+    local = (PROJECT_ROOT / "config" / "local.toml").read_text(encoding="utf-8")
+    prefix = f"clitest{uuid.uuid4().hex[:8]}:"
+    # Many CLI calls from one wallet within a minute: the rate limit is not under test here.
+    config.write_text(
+        local.replace('redis_key_prefix = "gwdev:"', f'redis_key_prefix = "{prefix}"').replace(
+            "[rate_limit]\nrequests = 30", "[rate_limit]\nrequests = 10000"
+        ),
+        encoding="utf-8",
+    )
+    with ServerThread(simulator.app) as simulator_server:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "CREATEOS_"))}
+        env.update(
+            REDIS_URL=redis_url,
+            CREATEOS_API_URL=simulator_server.url,
+            CREATEOS_API_KEY=SIM_KEY,
+            GATEWAY_RPC_ARBITRUM=anvil_nodes["arbitrum"].url,
+            GATEWAY_RPC_BASE=anvil_nodes["base"].url,
+        )
+        gateway = GatewayProcess(config, env, workdir / "gateway.log")
+        gateway.start()
+        try:
+            yield LocalStack(gateway, simulator, anvil_nodes, workdir)
+        finally:
+            gateway.stop()
+            for name, node in anvil_nodes.items():
+                node.set_automine(True)
+                node.revert(snapshots[name])

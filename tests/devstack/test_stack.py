@@ -1,0 +1,97 @@
+"""``python -m gateway dev``: the README's first command, run as a newcomer would."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+
+import httpx
+
+from gateway.config import PROJECT_ROOT
+
+DEMO_TIMEOUT_S = 180
+
+
+def dev_env(**changes: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "REDIS_URL"))}
+    env.update(changes)
+    return env
+
+
+def test_demo_deploys_end_to_end_and_exits_0() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway", "dev", "--demo", "--any-ports"],
+        cwd=PROJECT_ROOT,
+        env=dev_env(),
+        capture_output=True,
+        text=True,
+        timeout=DEMO_TIMEOUT_S,
+        check=False,
+    )
+    out = done.stdout
+    assert done.returncode == 0, f"stdout:\n{out}\nstderr:\n{done.stderr}"
+    assert re.search(r"gateway +http://127\.0\.0\.1:\d+", out)
+    assert "export AGENT_PRIVATE_KEY=0x" in out
+    assert "left out secrets: ['.env']" in out
+    steps = [
+        "402: 0.5 USD = 500000 base units of USDC on arbitrum",
+        "transfer sent: 0x",
+        "transfer mined in block",
+        "started",
+        "building",
+        "live at https://demo-app-",
+        "demo: ready at https://demo-app-",
+    ]
+    positions = [out.find(step) for step in steps]
+    assert -1 not in positions, out
+    assert positions == sorted(positions), out
+    assert "credits 0.5 USD, 1 active project(s)" in out
+
+
+def test_sigterm_stops_the_whole_stack() -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "dev", "--any-ports"],
+        cwd=PROJECT_ROOT,
+        env=dev_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert process.stdout is not None
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if "Ctrl-C stops everything" in line:
+            break
+    urls = re.findall(r"^(?:anvil|gateway|createos) +(http://\S+)", "".join(lines), re.M)
+    assert len(urls) == 4, lines
+    assert httpx.get(urls[-1] + "/health").json() == {"status": "ok"}
+
+    process.send_signal(signal.SIGTERM)
+    rest, _ = process.communicate(timeout=60)
+    assert process.returncode == 0
+    assert "stopping" in rest
+    for url in urls:  # nothing answers any more: every part was stopped
+        try:
+            httpx.post(url, json={}, timeout=1)
+        except httpx.TransportError:
+            continue
+        raise AssertionError(f"{url} still answers after the stack stopped")
+
+
+def test_missing_anvil_says_how_to_install_it() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway", "dev", "--demo"],
+        cwd=PROJECT_ROOT,
+        env=dev_env(ANVIL_BIN="/nonexistent/anvil"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert "anvil is not installed" in done.stderr
+    assert "npm ci" in done.stderr and "scripts/setup.sh" in done.stderr
