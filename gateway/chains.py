@@ -21,7 +21,13 @@ from typing import Any, TypeVar
 import aiohttp
 from eth_account.messages import defunct_hash_message
 from web3 import AsyncHTTPProvider, AsyncWeb3, Web3
-from web3.exceptions import ContractLogicError, TransactionNotFound, Web3Exception
+from web3.exceptions import (
+    BlockNotFound,
+    ContractLogicError,
+    TransactionNotFound,
+    Web3Exception,
+)
+from web3.types import BlockIdentifier
 
 from gateway.config import ABI_DIR, ChainConfig, TokenConfig
 from gateway.errors import Unavailable
@@ -225,15 +231,34 @@ class ChainClient:
 
     async def block_facts(self, block_number: int, *, endpoint: int | None = None) -> BlockFacts:
         """Canonical hash and timestamp at a height plus the latest/safe/finalized heights,
-        in one batch to one URL (the one that gave the receipt when possible)."""
+        in one batch to one URL (the one that gave the receipt when possible).
+
+        A height above that URL's tip gives ``canonical_hash`` and ``timestamp`` None (and a tag
+        it does not serve, None): answers the payment rules turn into "pending", never a 503.
+        """
+
+        wanted: tuple[BlockIdentifier, ...] = (block_number, "latest", "safe", "finalized")
+
+        async def one(w3: _W3, block: BlockIdentifier) -> Any:
+            try:
+                return await w3.eth.get_block(block)
+            except BlockNotFound:
+                return None
 
         async def read(w3: _W3) -> list[Any]:
-            async with w3.batch_requests() as batch:
-                batch.add(w3.eth.get_block(block_number))
-                batch.add(w3.eth.get_block("latest"))
-                batch.add(w3.eth.get_block("safe"))
-                batch.add(w3.eth.get_block("finalized"))
-                return list(await batch.async_execute())
+            try:
+                async with w3.batch_requests() as batch:
+                    for block in wanted:
+                        batch.add(w3.eth.get_block(block))
+                    return list(await batch.async_execute())
+            except BlockNotFound:
+                # web3 fails the whole batch when one block is null. A height above this
+                # endpoint's tip (an unsealed pre-confirmation, a rollback) or a tag it has not
+                # reached yet is an answer, not an outage: ask again one by one.
+                blocks = list(await asyncio.gather(*(one(w3, block) for block in wanted)))
+                if blocks[1] is None:  # no latest block at all: a broken endpoint, fail over
+                    raise ValueError("the endpoint has no latest block") from None
+                return blocks
 
         blocks, _ = await self.call(read, start_at=endpoint)
         at, latest, safe, finalized = blocks

@@ -6,9 +6,12 @@ payment is pending under the ``finalized`` policy until 2 more blocks are mined.
 from __future__ import annotations
 
 import socket
+from collections.abc import Iterator
 
+import pytest
 from eth_account.signers.local import LocalAccount
 
+from gateway.chains import ChainClient
 from gateway.devstack.anvil import AnvilNode
 from gateway.types import Finality
 from tests.conftest import USDC, SettingsFactory
@@ -29,6 +32,15 @@ def dead_url() -> str:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     return f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture
+def silent_url() -> Iterator[str]:
+    """A loopback URL that accepts connections (the kernel's backlog) and never answers."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(64)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
 
 
 async def test_payment_below_min_confirmations_is_pending_then_credited(
@@ -129,3 +141,40 @@ async def test_a_dead_first_rpc_fails_over_to_the_next(
         assert credited.status_code == 200, credited.text
         assert await gateway.balance(agent.address) == USDC
         await assert_invariants(gateway)
+
+
+async def test_a_hanging_rpc_is_503_and_the_tx_stays_claimable(
+    make_settings: SettingsFactory,
+    chains: dict[str, AnvilNode],
+    arbitrum: AnvilNode,
+    agent: LocalAccount,
+    silent_url: str,
+) -> None:
+    settings = payment_settings(make_settings, chains)
+    tx = pay(arbitrum, agent, USDC)
+    hanging = with_chain(settings, "arbitrum", rpc_urls=(silent_url,)).with_overrides(
+        rpc_timeout_seconds=0.3
+    )
+    async with running_gateway(hanging) as gateway:
+        response = await topup(gateway, agent, tx)
+        assert response.status_code == 503, response.text
+        assert await gateway.services.ledger.claim_state(ARBITRUM, tx) is None
+        await assert_invariants(gateway)
+    async with running_gateway(settings) as gateway:
+        assert (await topup(gateway, agent, tx)).status_code == 200
+        await assert_invariants(gateway)
+
+
+async def test_a_height_above_the_tip_is_an_answer_not_an_outage(
+    make_settings: SettingsFactory, chains: dict[str, AnvilNode], arbitrum: AnvilNode
+) -> None:
+    # What an unsealed pre-confirmed receipt (Base Flashblocks) or a rollback looks like to
+    # the adapter: the payment rules turn it into "pending"; a 503 would be wrong.
+    client = ChainClient(payment_settings(make_settings, chains).chains["arbitrum"])
+    try:
+        tip = await client.latest_block()
+        facts = await client.block_facts(tip + 5)
+        assert facts.canonical_hash is None and facts.timestamp is None
+        assert facts.latest >= tip
+    finally:
+        await client.close()

@@ -127,3 +127,34 @@ async def test_payment_mined_again_after_a_reorg_is_confirmed_not_reversed(
         assert report.confirmed == [f"{ARBITRUM}:{tx}"] and report.reversed == []
         assert await gateway.balance(agent.address) == USDC
         await assert_invariants(gateway)
+
+
+async def test_rolled_back_payment_waits_for_finality_then_is_reversed(
+    make_settings: SettingsFactory,
+    anvil_nodes: dict[str, AnvilNode],
+    own_arbitrum: AnvilNode,
+    agent: LocalAccount,
+) -> None:
+    nodes = {"arbitrum": own_arbitrum, "base": anvil_nodes["base"]}
+    settings = payment_settings(make_settings, nodes)
+    async with running_gateway(settings) as gateway:
+        rechecker = gateway.services.rechecker
+        own_arbitrum.mint(USDC_ADDRESS, agent.address, USDC)
+        tx = send_usdc(own_arbitrum, agent, USDC)
+        assert (await topup(gateway, agent, tx)).status_code == 200
+        ref = f"{ARBITRUM}:{tx}"
+
+        # The chain's tip drops below the payment's block. That height has no block now: an
+        # answer (not final yet), not an RPC failure.
+        own_arbitrum.rpc("anvil_rollback", [1])
+        assert own_arbitrum.receipt(tx) is None
+        waiting = await rechecker.run_once()
+        assert waiting.waiting == [ref] and waiting.skipped == [], waiting
+
+        own_arbitrum.mine(3)
+        report = await rechecker.run_once()
+        [reversal] = report.reversed
+        assert reversal.ref == ref
+        assert reversal.reason == "reorg: transaction no longer in the chain"
+        assert await gateway.balance(agent.address) == 0
+        await assert_invariants(gateway)
