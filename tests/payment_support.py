@@ -29,6 +29,8 @@ from gateway.app import create_app
 from gateway.client.signing import auth_headers
 from gateway.config import Settings
 from gateway.devstack.anvil import CANONICAL_TOKENS, AnvilNode
+from gateway.ledger import Ledger
+from gateway.store import Store
 from gateway.types import Clock, system_clock
 from tests.conftest import PAY_TO, SettingsFactory
 from tests.deploy_support import Gateway
@@ -115,8 +117,11 @@ async def topup(
 
 async def assert_invariants(gateway: Gateway) -> None:
     """The two invariants of the module docstring, over every key of this test's prefix."""
-    store = gateway.services.store
-    ledger = gateway.services.ledger
+    await assert_store_invariants(gateway.services.store, gateway.services.ledger)
+
+
+async def assert_store_invariants(store: Store, ledger: Ledger) -> None:
+    """``assert_invariants`` for a store and ledger built by the test (no in-process app)."""
     for wallet in await ledger.wallets():
         report = await ledger.check_consistency(wallet)
         assert report.ok, report

@@ -26,7 +26,7 @@ from gateway.devstack.anvil import AnvilNode
 from gateway.ledger import Ledger
 from gateway.store import connect_store
 from tests.conftest import LOCAL_CONFIG
-from tests.payment_support import ARBITRUM, pay
+from tests.payment_support import ARBITRUM, assert_store_invariants, pay
 
 SUBMISSIONS = 50
 START_TIMEOUT_S = 30.0
@@ -141,5 +141,6 @@ async def test_one_tx_through_two_processes_is_credited_once(
         assert (await ledger.check_consistency(agent.address)).ok
         assert await ledger.claim_state(ARBITRUM, tx) == "used"
         assert await ledger.wallet_payments(agent.address) == [f"{ARBITRUM}:{tx}"]
+        await assert_store_invariants(store, ledger)
     finally:
         await store.close()
