@@ -22,6 +22,7 @@ import aiohttp
 from eth_account.messages import defunct_hash_message
 from web3 import AsyncHTTPProvider, AsyncWeb3, Web3
 from web3.exceptions import ContractLogicError, TransactionNotFound, Web3Exception
+from web3.types import RPCEndpoint
 
 from gateway.config import ABI_DIR, ChainConfig, TokenConfig
 from gateway.errors import Unavailable
@@ -225,24 +226,42 @@ class ChainClient:
 
     async def block_facts(self, block_number: int, *, endpoint: int | None = None) -> BlockFacts:
         """Canonical hash and timestamp at a height plus the latest/safe/finalized heights,
-        in one batch to one URL (the one that gave the receipt when possible)."""
+        in one batch to one URL (the one that gave the receipt when possible).
 
-        async def read(w3: _W3) -> list[Any]:
-            async with w3.batch_requests() as batch:
-                batch.add(w3.eth.get_block(block_number))
-                batch.add(w3.eth.get_block("latest"))
-                batch.add(w3.eth.get_block("safe"))
-                batch.add(w3.eth.get_block("finalized"))
-                return list(await batch.async_execute())
+        A height above that URL's tip gives ``canonical_hash`` and ``timestamp`` None (and a tag
+        it does not serve, None): answers the payment rules turn into "pending", never a 503.
+        """
+        # Raw eth_getBlockByNumber (header fields only, no tx objects), parsed here: web3's
+        # block formatters cost more than the round trip on blocks with many transactions, and
+        # web3 turns a null block into BlockNotFound for the whole batch.
+        queries = [(_GET_BLOCK, [ident, False]) for ident in (hex(block_number), *_FINALITY_TAGS)]
+
+        async def read(w3: _W3) -> list[Mapping[str, Any] | None]:
+            provider = w3.provider
+            answers: Any = await provider.make_batch_request(queries)
+            if not isinstance(answers, list):
+                # One error object for the whole batch: an endpoint that refuses batches.
+                answers = await asyncio.gather(*(provider.make_request(*q) for q in queries))
+            if len(answers) != len(queries):
+                raise ValueError(f"batch of {len(queries)} answered with {len(answers)}")
+            blocks: list[Mapping[str, Any] | None] = []
+            for answer in answers:
+                if "error" in answer:
+                    raise ValueError(f"eth_getBlockByNumber: {answer['error']}")
+                blocks.append(answer.get("result"))
+            if blocks[1] is None:  # no latest block at all: a broken endpoint, fail over
+                raise ValueError("the endpoint has no latest block")
+            return blocks
 
         blocks, _ = await self.call(read, start_at=endpoint)
         at, latest, safe, finalized = blocks
+        assert latest is not None  # read() fails over otherwise
         return BlockFacts(
             canonical_hash=_hex(at["hash"]) if at else None,
-            timestamp=int(at["timestamp"]) if at else None,
-            latest=int(latest["number"]),
-            safe=int(safe["number"]) if safe else None,
-            finalized=int(finalized["number"]) if finalized else None,
+            timestamp=_quantity(at["timestamp"]) if at else None,
+            latest=_quantity(latest["number"]),
+            safe=_quantity(safe["number"]) if safe else None,
+            finalized=_quantity(finalized["number"]) if finalized else None,
         )
 
     async def latest_block(self) -> int:
@@ -305,6 +324,15 @@ class ChainRegistry:
     async def close(self) -> None:
         for client in self._clients.values():
             await client.close()
+
+
+_GET_BLOCK = RPCEndpoint("eth_getBlockByNumber")
+_FINALITY_TAGS = ("latest", "safe", "finalized")
+
+
+def _quantity(value: Any) -> int:
+    """A JSON-RPC quantity (``0x``-hex string) or an int."""
+    return int(value, 16) if isinstance(value, str) else int(value)
 
 
 def _hex(value: Any) -> str:
