@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from collections.abc import Sequence
 
 from gateway.config import load_settings
 from gateway.errors import ConfigError
+from gateway.logs import configure_logging
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -33,7 +33,16 @@ def _serve(args: argparse.Namespace) -> int:
         settings = settings.with_overrides(redis_url=embedded.url)
     try:
         app = create_app(settings)
-        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
+        # log_config=None: uvicorn keeps the root handler set up by configure_logging (JSON,
+        # redacted); the gateway writes its own access line per request.
+        uvicorn.run(
+            app,
+            host=args.host,
+            port=args.port,
+            log_level=args.log_level,
+            log_config=None,
+            access_log=False,
+        )
     finally:
         if embedded is not None:
             embedded.stop()
@@ -50,6 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8402)
     serve.add_argument("--log-level", default="info")
+    serve.add_argument(
+        "--log-format",
+        choices=("json", "text"),
+        default="json",
+        help="json: one JSON object per line (default); text: for a terminal",
+    )
     serve.set_defaults(run=_serve)
     return parser
 
@@ -57,7 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging(
+        getattr(args, "log_format", "text"), getattr(args, "log_level", "info").upper()
+    )
     try:
         code: int = args.run(args)
     except ConfigError as exc:

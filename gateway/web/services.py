@@ -12,6 +12,8 @@ from gateway.config import Settings
 from gateway.deploy import DeployFlow
 from gateway.idempotency import Idempotency
 from gateway.ledger import Ledger
+from gateway.logs import current_request
+from gateway.metrics import GatewayMetrics
 from gateway.ownership import Ownership
 from gateway.payments import PaymentService
 from gateway.projects import Projects
@@ -39,6 +41,7 @@ class Services:
     deploys: DeployFlow
     projects: Projects
     idempotency: Idempotency
+    metrics: GatewayMetrics
 
 
 def services(request: Request) -> Services:
@@ -55,6 +58,10 @@ async def authenticated(request: Request) -> Wallet:
         peer = request.client.host if request.client else "unknown"
         bucket = RateBucket(peer, "-")
     bucket.counted = True
-    return await services(request).auth.authenticate(
+    wallet = await services(request).auth.authenticate(
         request.headers, client_ip=bucket.client_ip, wallet_key=bucket.wallet_key
     )
+    context = current_request()
+    if context is not None:
+        context.wallet = wallet.address  # every later log line of this request names it
+    return wallet
