@@ -123,8 +123,13 @@ def redact_value(name: str, value: Any) -> Any:
     return redact_text(repr(value))
 
 
-#: Attributes every LogRecord has; anything else on a record came from ``extra=``.
-_STANDARD_ATTRS = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+#: Attributes every LogRecord has; anything else on a record came from ``extra=``
+#: (``color_message`` is uvicorn's ANSI-coloured duplicate of the message).
+_STANDARD_ATTRS = frozenset(vars(logging.makeLogRecord({}))) | {
+    "message",
+    "asctime",
+    "color_message",
+}
 
 
 class Redactor(logging.Filter):

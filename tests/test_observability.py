@@ -257,3 +257,10 @@ def test_redactor_scrubs_every_kind_of_secret() -> None:
     assert first["headers"] == {"Authorization": "[redacted]", "X-Nonce": "n-1"}
     assert "ValueError" in str(second["exc"])
     assert redact_text("Bearer abc") == "Bearer [redacted]"
+
+
+def test_serve_logs_json_by_default() -> None:
+    from gateway.__main__ import build_parser
+
+    assert build_parser().parse_args(["serve"]).log_format == "json"
+    assert build_parser().parse_args(["serve", "--log-format", "text"]).log_format == "text"

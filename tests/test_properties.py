@@ -135,7 +135,7 @@ def test_upstream_retry_after_is_none_or_a_finite_non_negative_number(value: str
     seconds = parse_retry_after(value)
     assert seconds is None or (seconds >= 0 and seconds != float("inf") and seconds == seconds)
     if value is not None and value.strip().isdigit() and value.strip().isascii():
-        assert seconds == int(value.strip())
+        assert seconds == float(value.strip())  # delta-seconds, as precise as a float is
 
 
 @given(retry_after=st.integers(-(10**6), 10**9))
