@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -24,6 +23,7 @@ from typing import Any
 
 from gateway.config import Settings, load_settings
 from gateway.errors import BadRequest, ConfigError, GatewayError
+from gateway.logs import configure_logging
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -47,7 +47,16 @@ def _serve(args: argparse.Namespace) -> int:
         settings = settings.with_overrides(redis_url=embedded.url)
     try:
         app = create_app(settings)
-        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
+        # log_config=None: uvicorn keeps the root handler set up by configure_logging (JSON,
+        # redacted); the gateway writes its own access line per request.
+        uvicorn.run(
+            app,
+            host=args.host,
+            port=args.port,
+            log_level=args.log_level,
+            log_config=None,
+            access_log=False,
+        )
     finally:
         if embedded is not None:
             embedded.stop()
@@ -155,6 +164,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8402)
     serve.add_argument("--log-level", default="info")
+    serve.add_argument(
+        "--log-format",
+        choices=("json", "text"),
+        default="json",
+        help="json: one JSON object per line (default); text: for a terminal",
+    )
     serve.set_defaults(run=_serve)
     credits = sub.add_parser("credits", help="a wallet's credits, projects, payments and ledger")
     credits.add_argument("address")
@@ -176,7 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging(
+        getattr(args, "log_format", "text"), getattr(args, "log_level", "info").upper()
+    )
     try:
         code: int = args.run(args)
     except ConfigError as exc:

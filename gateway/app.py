@@ -23,7 +23,9 @@ from gateway.deploy_records import NameClaims
 from gateway.errors import ConfigError, GatewayError
 from gateway.idempotency import Idempotency
 from gateway.ledger import Ledger
+from gateway.logs import register_secret
 from gateway.metering import Metering
+from gateway.metrics import GatewayMetrics
 from gateway.ownership import Ownership
 from gateway.payments import PaymentService
 from gateway.projects import Projects
@@ -32,7 +34,11 @@ from gateway.recheck import PaymentRechecker
 from gateway.store import STORAGE_ERRORS, connect_store
 from gateway.types import Clock, system_clock
 from gateway.upstream import CreateOSClient
-from gateway.web.middleware import BodyLimitMiddleware, RateLimitMiddleware
+from gateway.web.middleware import (
+    BodyLimitMiddleware,
+    RateLimitMiddleware,
+    RequestContextMiddleware,
+)
 from gateway.web.responses import (
     handle_gateway_error,
     handle_http_exception,
@@ -56,17 +62,23 @@ def create_app(
     if not settings.redis_url:
         raise ConfigError("REDIS_URL", "create_app needs a Redis URL")
     redis_url = settings.redis_url
+    metrics = GatewayMetrics()
+    register_secret(settings.createos_api_key)  # never in a log line, whatever logs it
+    register_secret(settings.admin_token)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         store = await connect_store(redis_url, settings.redis_key_prefix)
-        chains = ChainRegistry(settings.chains, timeout=settings.rpc_timeout_seconds, clock=clock)
+        chains = ChainRegistry(
+            settings.chains, timeout=settings.rpc_timeout_seconds, clock=clock, metrics=metrics
+        )
         default_chain = chains.get(settings.default_chain)
         limiter = RateLimiter(
             store,
             limit=settings.rate_limit_requests,
             window_seconds=settings.rate_limit_window_seconds,
             clock=clock,
+            metrics=metrics,
         )
         ledger = Ledger(store, clock=clock)
         chain_readers = {name: chains.get(name) for name in settings.chains}
@@ -76,11 +88,19 @@ def create_app(
             connect_timeout=settings.upstream_connect_timeout,
             read_timeout=settings.upstream_read_timeout,
             upload_timeout=settings.upstream_upload_timeout,
+            metrics=metrics,
         )
         ownership = Ownership(store, clock=clock)
-        metering = Metering(settings, store, ledger, ownership, createos, clock=clock)
+        metering = Metering(
+            settings, store, ledger, ownership, createos, clock=clock, metrics=metrics
+        )
         payments = PaymentService(
-            settings, ledger, chain_readers, clock=clock, after_credit=metering.on_credit
+            settings,
+            ledger,
+            chain_readers,
+            clock=clock,
+            after_credit=metering.on_credit,
+            metrics=metrics,
         )
         rechecker = PaymentRechecker(
             settings,
@@ -89,6 +109,7 @@ def create_app(
             store,
             clock=clock,
             on_negative_balance=metering.on_negative_balance,
+            metrics=metrics,
         )
         app.state.services = Services(
             settings=settings,
@@ -117,11 +138,13 @@ def create_app(
                 ledger=ledger,
                 ownership=ownership,
                 clock=clock,
+                metrics=metrics,
             ),
             projects=Projects(createos, ownership, NameClaims(store)),
             idempotency=Idempotency(store, pending_ttl_ms=deploy_lock_ttl_ms(settings)),
             metering=metering,
             audit=Audit(settings, ledger, ownership),
+            metrics=metrics,
         )
         recheck_loop = asyncio.create_task(
             rechecker.run_forever(settings.recheck_interval_seconds), name="payment-recheck"
@@ -149,6 +172,7 @@ def create_app(
     return Starlette(
         routes=routes,
         middleware=[
+            Middleware(RequestContextMiddleware),
             Middleware(BodyLimitMiddleware, max_upload_body=settings.max_body_bytes),
             Middleware(RateLimitMiddleware, trusted_proxies=settings.trusted_proxies),
         ],

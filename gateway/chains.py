@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -26,6 +27,7 @@ from web3.types import RPCEndpoint
 
 from gateway.config import ABI_DIR, ChainConfig, TokenConfig
 from gateway.errors import Unavailable
+from gateway.metrics import GatewayMetrics
 from gateway.types import Clock, system_clock
 
 log = logging.getLogger("gateway.chains")
@@ -115,7 +117,11 @@ class ChainClient:
         timeout: float = 8.0,
         bench_seconds: float = 30.0,
         clock: Clock = system_clock,
+        metrics: GatewayMetrics | None = None,
+        timer: Callable[[], float] = time.perf_counter,
     ) -> None:
+        self._metrics = metrics or GatewayMetrics()
+        self._timer = timer
         self.config = config
         self.timeout = timeout
         self.bench_seconds = bench_seconds
@@ -151,26 +157,34 @@ class ChainClient:
         endpoint.verified = True
 
     async def call(
-        self, fn: Callable[[_W3], Awaitable[T]], *, start_at: int | None = None
+        self,
+        fn: Callable[[_W3], Awaitable[T]],
+        *,
+        operation: str,
+        start_at: int | None = None,
     ) -> tuple[T, int]:
         """Run ``fn`` against the first URL that answers; return its result and URL index.
 
-        ``start_at`` tries that URL first (to read from the endpoint that gave a receipt).
+        ``start_at`` tries that URL first (to read from the endpoint that gave a receipt);
+        ``operation`` names the call in ``rpc_request_seconds``/``rpc_errors_total``.
         """
         order = self._ordered()
         if start_at is not None:
             order.sort(key=lambda p: p[0] != start_at)
         errors: list[str] = []
         for index, endpoint in order:
+            started = self._timer()
             try:
                 async with asyncio.timeout(self.timeout):
                     await self._ensure_chain(endpoint)
                     result = await fn(endpoint.w3)
             except _RPC_ERRORS as exc:
+                self._observe(operation, started, failed=True)
                 endpoint.benched_until = self.clock() + self.bench_seconds
                 errors.append(f"{endpoint.url}: {type(exc).__name__}: {exc}")
                 log.warning("rpc call failed", extra={"chain": self.name, "url": endpoint.url})
                 continue
+            self._observe(operation, started, failed=False)
             endpoint.benched_until = 0.0
             return result, index
         raise RpcUnavailable(
@@ -178,6 +192,9 @@ class ChainClient:
             internal="; ".join(errors) or "no usable RPC URL",
             headers={"Retry-After": "10"},
         )
+
+    def _observe(self, operation: str, started: float, *, failed: bool) -> None:
+        self._metrics.rpc_attempt(self.name, operation, self._timer() - started, failed=failed)
 
     # --- reads --------------------------------------------------------------------------
 
@@ -195,7 +212,7 @@ class ChainClient:
                     batch.add(contract.functions.balanceOf(owner))
                 return list(await batch.async_execute())
 
-        values, _ = await self.call(read)
+        values, _ = await self.call(read, operation="token_balances")
         return {t.key: int(v) for t, v in zip(tokens, values, strict=True)}
 
     async def get_receipt(self, tx_hash: str) -> Receipt | None:
@@ -204,17 +221,21 @@ class ChainClient:
         answered = False
         errors: list[str] = []
         for index, endpoint in self._ordered():
+            started = self._timer()
             try:
                 async with asyncio.timeout(self.timeout):
                     await self._ensure_chain(endpoint)
                     raw = await endpoint.w3.eth.get_transaction_receipt(tx_hash)  # type: ignore[arg-type]
             except TransactionNotFound:
+                self._observe("get_receipt", started, failed=False)
                 answered = True
                 continue
             except _RPC_ERRORS as exc:
+                self._observe("get_receipt", started, failed=True)
                 endpoint.benched_until = self.clock() + self.bench_seconds
                 errors.append(f"{endpoint.url}: {type(exc).__name__}: {exc}")
                 continue
+            self._observe("get_receipt", started, failed=False)
             return _to_receipt(tx_hash, raw, index)
         if answered:
             return None
@@ -253,7 +274,7 @@ class ChainClient:
                 raise ValueError("the endpoint has no latest block")
             return blocks
 
-        blocks, _ = await self.call(read, start_at=endpoint)
+        blocks, _ = await self.call(read, operation="block_facts", start_at=endpoint)
         at, latest, safe, finalized = blocks
         assert latest is not None  # read() fails over otherwise
         return BlockFacts(
@@ -265,11 +286,13 @@ class ChainClient:
         )
 
     async def latest_block(self) -> int:
-        number, _ = await self.call(lambda w3: w3.eth.block_number)
+        number, _ = await self.call(lambda w3: w3.eth.block_number, operation="block_number")
         return int(number)
 
     async def get_code(self, address: str) -> bytes:
-        code, _ = await self.call(lambda w3: w3.eth.get_code(to_checksum_address(address)))
+        code, _ = await self.call(
+            lambda w3: w3.eth.get_code(to_checksum_address(address)), operation="get_code"
+        )
         return bytes(code)
 
     async def is_valid_signature(self, wallet: str, message: str, signature: bytes) -> bool:
@@ -293,7 +316,7 @@ class ChainClient:
                 raise
             return bytes(answer)[:4] == ERC1271_MAGIC
 
-        result, _ = await self.call(ask)
+        result, _ = await self.call(ask, operation="is_valid_signature")
         return result
 
     async def check(self) -> None:
@@ -310,9 +333,11 @@ class ChainRegistry:
         *,
         timeout: float = 8.0,
         clock: Clock = system_clock,
+        metrics: GatewayMetrics | None = None,
     ) -> None:
         self._clients = {
-            name: ChainClient(cfg, timeout=timeout, clock=clock) for name, cfg in chains.items()
+            name: ChainClient(cfg, timeout=timeout, clock=clock, metrics=metrics)
+            for name, cfg in chains.items()
         }
 
     def get(self, name: str) -> ChainClient:

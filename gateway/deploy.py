@@ -49,8 +49,15 @@ from gateway.deploy_records import (
     NameOutcome,
     Step,
 )
-from gateway.errors import Conflict, GatewayError, Unavailable, UpstreamFailed
+from gateway.errors import (
+    Conflict,
+    GatewayError,
+    PaymentRequired,
+    Unavailable,
+    UpstreamFailed,
+)
 from gateway.ledger import Ledger
+from gateway.metrics import GatewayMetrics
 from gateway.ownership import Ownership, ProjectStatus
 from gateway.payments import (
     DeployOnCredits,
@@ -186,7 +193,9 @@ class DeployFlow:
         ledger: Ledger,
         ownership: Ownership,
         clock: Clock = system_clock,
+        metrics: GatewayMetrics | None = None,
     ) -> None:
+        self._metrics = metrics or GatewayMetrics()
         self._settings = settings
         self._upstream = upstream
         self._payments = payments
@@ -201,7 +210,34 @@ class DeployFlow:
     async def deploy(
         self, wallet: Wallet, request: DeployRequest, payment: PaymentHeaders
     ) -> Deployed:
-        """SPEC section 4 after validation. Raises the 409/402/400/502/503 of the module doc."""
+        """SPEC section 4 after validation. Raises the 409/402/400/502/503 of the module doc.
+
+        Every call is counted once in ``deploys_total{kind="deploy",outcome}``."""
+        async with self._counted("deploy"):
+            return await self._deploy(wallet, request, payment)
+
+    async def redeploy(
+        self, wallet: Wallet, project_id: str, request: RedeployRequest, payment: PaymentHeaders
+    ) -> Deployed:
+        """New code into a project the wallet owns: 404/403 first, paid like a deploy, but the
+        project itself does not count as another project sharing the credits.
+
+        Every call is counted once in ``deploys_total{kind="redeploy",outcome}``."""
+        async with self._counted("redeploy"):
+            return await self._redeploy(wallet, project_id, request, payment)
+
+    @contextlib.asynccontextmanager
+    async def _counted(self, kind: str) -> AsyncIterator[None]:
+        try:
+            yield
+        except BaseException as exc:
+            self._metrics.deploy_finished(kind, deploy_outcome(exc))
+            raise
+        self._metrics.deploy_finished(kind, "started")
+
+    async def _deploy(
+        self, wallet: Wallet, request: DeployRequest, payment: PaymentHeaders
+    ) -> Deployed:
         name = request.unique_name
         async with self._locks.hold(wallet.address, name):
             attempt = await self._attempts.load(wallet.address, name)
@@ -232,11 +268,9 @@ class DeployFlow:
         )
         return Deployed(project_id, deployment_id, decision.warning)
 
-    async def redeploy(
+    async def _redeploy(
         self, wallet: Wallet, project_id: str, request: RedeployRequest, payment: PaymentHeaders
     ) -> Deployed:
-        """New code into a project the wallet owns: 404/403 first, paid like a deploy, but the
-        project itself does not count as another project sharing the credits."""
         record = await self._ownership.require_owner(project_id, wallet.address)
         name = record.unique_name
         async with self._locks.hold(wallet.address, name):
@@ -326,6 +360,7 @@ class DeployFlow:
         if isinstance(decision, QuoteRequired):
             if credited is not None:
                 decision = dataclasses.replace(decision, credited_micro=credited.amount_micro)
+            self._metrics.quote_issued(quote.chain.name, quote.token.key)
             raise quote_required_error(decision, self._settings)
         money = _Money(balance, None if credited is None else credited.amount_micro)
         return decision, money
@@ -514,6 +549,23 @@ class DeployFlow:
                 code="upstream_failed",
                 **money.fields(),
             ) from exc
+
+
+def deploy_outcome(error: BaseException) -> str:
+    """The ``outcome`` label of a deploy that raised ``error``."""
+    if isinstance(error, PaymentRequired):
+        return "payment_required"
+    if isinstance(error, Conflict):
+        return "conflict"
+    if isinstance(error, Unavailable):
+        return "unavailable"
+    if isinstance(error, UpstreamFailed):
+        return "upstream_failed"
+    if isinstance(error, GatewayError) and error.status < 500:
+        return "rejected"
+    if isinstance(error, asyncio.CancelledError):
+        return "cancelled"
+    return "error"
 
 
 def _adoptable(project: Project | None) -> TypeGuard[Project]:

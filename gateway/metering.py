@@ -50,6 +50,7 @@ from typing import Protocol
 from gateway.config import Settings
 from gateway.leader import lead_forever
 from gateway.ledger import BurnOutcome, Ledger
+from gateway.metrics import GatewayMetrics
 from gateway.ownership import Ownership, ProjectRecord, ProjectStatus
 from gateway.store import Store
 from gateway.types import Clock, system_clock
@@ -119,6 +120,7 @@ class Metering:
         upstream: ProjectSwitch,
         *,
         clock: Clock = system_clock,
+        metrics: GatewayMetrics | None = None,
     ) -> None:
         self._settings = settings
         self._store = store
@@ -126,6 +128,7 @@ class Metering:
         self._ownership = ownership
         self._upstream = upstream
         self._clock = clock
+        self._metrics = metrics or GatewayMetrics()
 
     @property
     def _price(self) -> int:
@@ -139,7 +142,17 @@ class Metering:
 
     async def run_once(self, now: float | None = None) -> MeteringReport:
         """Burn every due hour of every active project, suspend those their wallet cannot pay,
-        resume suspended ones their wallet can pay again. ``now`` defaults to the clock."""
+        resume suspended ones their wallet can pay again. ``now`` defaults to the clock.
+        Counted in ``metering_runs_total`` as ``ok``, ``upstream_failed`` or ``error``."""
+        try:
+            report = await self._run(now)
+        except Exception:
+            self._metrics.metering_run("error")
+            raise
+        self._metrics.metering_run("upstream_failed" if report.upstream_failed else "ok")
+        return report
+
+    async def _run(self, now: float | None) -> MeteringReport:
         hour = hour_of(self._clock() if now is None else now)
         report = MeteringReport()
         by_wallet: defaultdict[str, list[ProjectRecord]] = defaultdict(list)

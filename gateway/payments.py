@@ -37,6 +37,7 @@ from gateway.chains import BlockFacts, Receipt
 from gateway.config import ChainConfig, Settings, TokenConfig
 from gateway.errors import BadRequest, Conflict, GatewayError, PaymentRequired, Unavailable
 from gateway.ledger import ClaimOutcome, CreditOutcome, Ledger
+from gateway.metrics import GatewayMetrics
 from gateway.types import (
     Clock,
     Finality,
@@ -364,14 +365,39 @@ class PaymentService:
         *,
         clock: Clock,
         after_credit: Callable[[str], Awaitable[None]] | None = None,
+        metrics: GatewayMetrics | None = None,
     ) -> None:
         self._settings = settings
         self._ledger = ledger
         self._chains = chains
         self._clock = clock
         self._after_credit = after_credit
+        self._metrics = metrics or GatewayMetrics()
 
     async def accept(
+        self, wallet: Wallet, *, tx: str, chain: str | None, token: str | None
+    ) -> PaymentCredited:
+        """``_accept``, counted in the payment funnel of ``gateway.metrics`` (every submission
+        is seen once and ends in exactly one of verified, pending, rejected, conflict or
+        unavailable)."""
+        chain_label = self._chain_label(chain)
+        self._metrics.payment_seen(chain_label)
+        try:
+            credited = await self._accept(wallet, tx=tx, chain=chain, token=token)
+        except GatewayError as error:
+            _count_refusal(self._metrics, chain_label, error)
+            raise
+        self._metrics.payment_verified(credited.chain, credited.token, credited.amount_micro)
+        return credited
+
+    def _chain_label(self, chain: str | None) -> str:
+        """The configured chain a header names, or ``invalid`` (raw header text never
+        becomes a label)."""
+        name = (chain or "").strip() or self._settings.default_chain
+        found = self._settings.chain(name)
+        return found.name if found is not None else "invalid"
+
+    async def _accept(
         self, wallet: Wallet, *, tx: str, chain: str | None, token: str | None
     ) -> PaymentCredited:
         """Verify the tx named by ``X-Payment-Tx`` and credit it to ``wallet``.
@@ -583,6 +609,22 @@ class PaymentService:
             credits=micro_to_credits(balance),
             current_credit_balance_usd=micro_to_usd_number(balance),
         )
+
+
+def _count_refusal(metrics: GatewayMetrics, chain: str, error: GatewayError) -> None:
+    """Which funnel step a refused submission ends in, read from the error's wire fields."""
+    if isinstance(error, Conflict):
+        metrics.payment_conflict(chain)
+    elif isinstance(error, Unavailable):
+        metrics.payment_unavailable(chain)
+    elif isinstance(error, PaymentRequired) and error.fields.get("payment_status") is not None:
+        status = str(error.fields["payment_status"])
+        if error.fields.get("code") == "verification_in_progress":
+            status = "in_progress"
+        metrics.payment_pending(chain, status)
+    else:
+        reason = error.fields.get("reason") or error.fields.get("code") or "other"
+        metrics.payment_rejected(chain, str(reason))
 
 
 def _reached_finality(finality: Finality, block_number: int, facts: BlockFacts) -> bool:

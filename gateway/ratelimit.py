@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 
 from gateway.errors import RateLimited
+from gateway.metrics import GatewayMetrics
 from gateway.store import Store
 from gateway.types import Clock, system_clock
 
@@ -26,7 +27,9 @@ class RateLimiter:
         limit: int = 30,
         window_seconds: int = 60,
         clock: Clock = system_clock,
+        metrics: GatewayMetrics | None = None,
     ) -> None:
+        self._metrics = metrics or GatewayMetrics()
         self._store = store
         self._limit = limit
         self._period_ms = window_seconds * 1000
@@ -43,6 +46,7 @@ class RateLimiter:
             [self._now_ms(), self._period_ms, self._limit],
         )
         if not int(allowed):
+            self._metrics.request_rate_limited("request")
             raise _limited(client_ip, wallet_key, int(retry_ms))
 
     async def admit(self, client_ip: str, wallet_key: str, nonce_key: str, nonce_ttl: int) -> bool:
@@ -56,6 +60,7 @@ class RateLimiter:
             [self._now_ms(), self._period_ms, self._limit, nonce_ttl],
         )
         if not int(allowed):
+            self._metrics.request_rate_limited("authenticated")
             raise _limited(client_ip, wallet_key, int(retry_ms))
         return bool(int(fresh))
 

@@ -34,6 +34,7 @@ from gateway.config import Settings
 from gateway.errors import GatewayError
 from gateway.leader import drop_lease, hold_lease, lead_forever
 from gateway.ledger import ApplyOutcome, Ledger
+from gateway.metrics import GatewayMetrics
 from gateway.payments import ChainReader, count_payment
 from gateway.store import Store
 from gateway.types import Clock, system_clock
@@ -102,7 +103,9 @@ class PaymentRechecker:
         *,
         clock: Clock = system_clock,
         on_negative_balance: Callable[[str], Awaitable[None]] | None = None,
+        metrics: GatewayMetrics | None = None,
     ) -> None:
+        self._metrics = metrics or GatewayMetrics()
         self._settings = settings
         self._ledger = ledger
         self._chains = chains
@@ -180,6 +183,7 @@ class PaymentRechecker:
         )
         if applied.outcome is not ApplyOutcome.APPLIED:
             return  # another process reversed it first
+        self._metrics.payment_reversed(chain.name, amount_micro)
         log.warning(
             "payment reversed",
             extra={"ref": ref, "wallet": wallet, "amount_micro": amount_micro, "reason": reason},

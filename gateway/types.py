@@ -10,7 +10,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation
 from enum import Enum
 from typing import NewType
 
@@ -88,15 +88,20 @@ def micro_to_credits(micro: int) -> float | int:
 
 
 def micro_usd_to_token_units(micro: int, decimals: int) -> int:
-    """Token base units for a micro-USD amount, rounded up (a quote never undercharges)."""
-    exact = Decimal(micro) * (Decimal(10) ** decimals) / MICRO_USD_PER_USD
-    return int(exact.to_integral_value(rounding=ROUND_CEILING))
+    """Token base units for a micro-USD amount, rounded up (a quote never undercharges).
+
+    Integer arithmetic, exact at any size (Decimal's 28-digit context was not)."""
+    scale: int = 10**decimals
+    return -(-micro * scale // MICRO_USD_PER_USD)
 
 
 def token_units_to_micro_usd(units: int, decimals: int) -> int:
-    """Micro-USD credited for a received token amount (a 1 USD stablecoin), rounded down."""
-    exact = Decimal(units) * MICRO_USD_PER_USD / (Decimal(10) ** decimals)
-    return int(exact.to_integral_value(rounding=ROUND_FLOOR))
+    """Micro-USD credited for a received token amount (a 1 USD stablecoin), rounded down.
+
+    Integer arithmetic, exact at any size: a 28-digit Decimal context rounded amounts of
+    29+ digits (found by tests/test_properties.py), which could credit more than arrived."""
+    scale: int = 10**decimals
+    return units * MICRO_USD_PER_USD // scale
 
 
 def format_token_amount(units: int, decimals: int) -> str:

@@ -482,5 +482,6 @@ def _rule_of(error: BadRequest) -> str:
 def _closed(value: Mapping[str, Any], allowed: frozenset[str], where: str) -> None:
     for key in value:
         if key not in allowed:
-            field = f"{where}.{key}" if where else key
+            shown = key[:64]  # an unknown key is caller text of any length: echo a bounded part
+            field = f"{where}.{shown}" if where else shown
             raise invalid(f"Unknown field {field!r}", field)

@@ -23,6 +23,7 @@ import base64
 import contextlib
 import json
 import random
+import time
 from collections.abc import (
     AsyncIterable,
     AsyncIterator,
@@ -38,6 +39,7 @@ from typing import Any, Self, TypeVar
 
 import httpx
 
+from gateway.metrics import GatewayMetrics, upstream_endpoint
 from gateway.upstream.envelope import parse_envelope
 from gateway.upstream.errors import (
     UpstreamError,
@@ -76,12 +78,18 @@ class CreateOSClient:
         backoff_base: float = 0.2,
         max_retry_after: float = 10.0,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        metrics: GatewayMetrics | None = None,
+        timer: Callable[[], float] = time.perf_counter,
     ) -> None:
         """``base_url`` is the API origin; ``/v1`` is appended unless already there.
 
         ``upload_timeout`` is the write timeout of uploads (bodies reach ~45 MB);
         ``max_attempts`` counts the first try; ``sleep`` is injected so tests back off fast.
+        Every HTTP attempt is observed in ``metrics`` (latency and, when it fails, the error
+        class) under its ``upstream_endpoint`` label.
         """
+        self._metrics = metrics or GatewayMetrics()
+        self._timer = timer
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
         self._max_attempts = max_attempts
@@ -379,6 +387,8 @@ class CreateOSClient:
         ``upload`` selects the long write timeout.
         """
         operation = f"{method} {path}"
+        started = self._timer()
+        error_kind: str | None = None
         try:
             with _httpx_errors_mapped():
                 response = await self._http.request(
@@ -397,10 +407,15 @@ class CreateOSClient:
                 retry_after=response.headers.get("Retry-After"),
             )
         except UpstreamError as exc:
+            error_kind = type(exc).__name__.removeprefix("Upstream").lower() or "error"
             exc.operation = operation
             exc.internal = f"{operation}: {exc.internal}"
             exc.args = (exc.internal,)
             raise
+        finally:
+            self._metrics.upstream_attempt(
+                upstream_endpoint(method, path), self._timer() - started, error_kind
+            )
 
 
 @contextlib.contextmanager

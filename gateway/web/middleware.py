@@ -1,21 +1,90 @@
-"""Plain ASGI middleware: body-size limit and the /agent/* rate limit.
+"""Plain ASGI middleware: request id and access log, body-size limit, the /agent/* rate limit.
 
-Both answer before the router sees the request, so they render errors themselves.
+All answer before (or around) the router, so they render errors themselves.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ipaddress
+import logging
 import re
-from collections.abc import Sequence
+import time
+import uuid
+from collections.abc import Callable, Sequence
 
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.errors import GatewayError, PayloadTooLarge
+from gateway.logs import RequestContext, enter_request, leave_request
 from gateway.ratelimit import RateLimiter
 from gateway.web.responses import send_error
+
+access_log = logging.getLogger("gateway.access")
+
+REQUEST_ID_HEADER = "X-Request-Id"
+#: An incoming X-Request-Id is reused only when it is a short token of these characters;
+#: anything else (too long, spaces, control or non-ASCII characters) is replaced.
+_SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+
+
+def request_id_from(incoming: str | None) -> str:
+    """The caller's ``X-Request-Id`` when it is a safe short token, else a fresh one."""
+    if incoming is not None and _SAFE_REQUEST_ID.match(incoming):
+        return incoming
+    return uuid.uuid4().hex
+
+
+class RequestContextMiddleware:
+    """Outermost: gives every request an id (echoed in ``X-Request-Id`` on every response,
+    errors included), makes it the logging context, and writes one access line per request
+    (``status``, ``duration_ms``; ``wallet`` once authenticated).
+
+    An exception nothing else handled (a bug) is logged with its traceback and answered here
+    as a JSON 500 carrying the request id, never as a bare text page.
+    """
+
+    def __init__(self, app: ASGIApp, *, timer: Callable[[], float] = time.perf_counter) -> None:
+        self.app = app
+        self.timer = timer
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = request_id_from(Headers(scope=scope).get("x-request-id"))
+        context = RequestContext(request_id, scope["method"], scope["path"])
+        token = enter_request(context)
+        started = self.timer()
+        status = 0
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = [
+                    (k, v) for k, v in message.get("headers", []) if k.lower() != b"x-request-id"
+                ]
+                headers.append((b"x-request-id", request_id.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            access_log.exception("unhandled error")
+            if status:
+                raise  # the response had begun: nothing clean can be sent any more
+            status = 500
+            await send_error(send_with_id, GatewayError("Internal error", request_id=request_id))
+        finally:
+            access_log.info(
+                "request",
+                extra={"status": status, "duration_ms": round((self.timer() - started) * 1000, 2)},
+            )
+            leave_request(token)
+
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 _WALLET_RE = re.compile(r"^0x[0-9a-fA-F]{40}$")

@@ -6,11 +6,13 @@ here is missing from the router.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
+from gateway.validation import MAX_PATH_LENGTH, MAX_ZIP_FILENAME
 from gateway.web.responses import json_response
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
@@ -59,11 +61,28 @@ _NUM = {"type": "number"}
 _INT = {"type": "integer"}
 _NULLABLE_STR = {"type": ["string", "null"]}
 
+_BASE64 = {
+    "type": "string",
+    "contentEncoding": "base64",
+    "pattern": "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$",
+}
+#: What ``validation.safe_path`` accepts: relative, forward slashes, no empty or ``..`` segment,
+#: no control character or backslash (and, beyond a pattern: at most once per upload).
+_UPLOAD_PATH = {
+    "type": "string",
+    "maxLength": MAX_PATH_LENGTH,
+    "pattern": (
+        r"^(?![A-Za-z]:)(?!(?:.*/)?\.\.(?:/|$))"
+        r"[^/\u0000-\u001f\u007f-\u009f\\]+(?:/[^/\u0000-\u001f\u007f-\u009f\\]+)*$"
+    ),
+}
+
 _UPLOAD = {
     "oneOf": [
         {
             "type": "object",
             "required": ["type", "files"],
+            "additionalProperties": False,
             "properties": {
                 "type": {"const": "files"},
                 "files": {
@@ -73,9 +92,10 @@ _UPLOAD = {
                     "items": {
                         "type": "object",
                         "required": ["path", "content"],
+                        "additionalProperties": False,
                         "properties": {
-                            "path": _STR,
-                            "content": {**_STR, "contentEncoding": "base64"},
+                            "path": _UPLOAD_PATH,
+                            "content": _BASE64,
                         },
                     },
                 },
@@ -84,10 +104,16 @@ _UPLOAD = {
         {
             "type": "object",
             "required": ["type", "data"],
+            "additionalProperties": False,
             "properties": {
                 "type": {"const": "zip"},
-                "data": {**_STR, "contentEncoding": "base64"},
-                "filename": _STR,
+                "data": _BASE64,
+                "filename": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": MAX_ZIP_FILENAME,
+                    "pattern": r"^[^/\\\u0000-\u001f\u007f-\u009f]+$",
+                },
             },
         },
     ]
@@ -193,7 +219,21 @@ PATHS: dict[str, dict[str, Any]] = {
         )
     },
     "/openapi.json": {"get": _op("This document", _json({"type": "object"}, "OpenAPI 3.1"), ())},
-    "/metrics": {"get": _op("Prometheus metrics", {"description": "Prometheus text"}, ())},
+    "/metrics": {
+        "get": {
+            **_op(
+                "Prometheus metrics (payment funnel, deploys, upstream and RPC latency, 429s). "
+                "Open when GATEWAY_ADMIN_TOKEN is unset; when it is set, "
+                "Authorization: Bearer <token> is required (401 otherwise). Never rate limited.",
+                {
+                    "description": "Prometheus text exposition",
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                },
+                (401,),
+            ),
+            "security": [{}, {"adminToken": []}],
+        }
+    },
     "/agent/chains": {
         "get": _op(
             "Accepted chains and tokens",
@@ -406,9 +446,12 @@ def build_document() -> dict[str, Any]:
         "info": {
             "title": "Agent deploy gateway",
             "version": "1.0.0",
-            "description": "Payment-gated deploys for agents with EVM wallets (HTTP 402).",
+            "description": "Payment-gated deploys for agents with EVM wallets (HTTP 402). "
+            "Every response carries X-Request-Id: the caller's own when it sent a safe short "
+            "token (1-64 of A-Z a-z 0-9 . _ : -), else a fresh one; it names the request in "
+            "the gateway's logs.",
         },
-        "paths": PATHS,
+        "paths": _with_request_ids(PATHS),
         "components": {
             "schemas": {
                 "Error": {
@@ -435,9 +478,37 @@ def build_document() -> dict[str, Any]:
                 "Timestamp": header("X-Timestamp", "^[0-9]{1,16}$", "Unix milliseconds"),
                 "Nonce": header("X-Nonce", "^[A-Za-z0-9_-]{8,128}$", "Single-use per wallet"),
             },
+            "headers": {
+                "RequestId": {
+                    "description": "The request's id in the gateway's logs",
+                    "required": True,
+                    "schema": {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,64}$"},
+                }
+            },
             "securitySchemes": {"adminToken": {"type": "http", "scheme": "bearer"}},
         },
     }
+
+
+_REQUEST_ID_PARAMETER = {
+    "name": "X-Request-Id",
+    "in": "header",
+    "required": False,
+    "description": "Reused as the response's X-Request-Id when it is a safe short token",
+    "schema": {"type": "string"},
+}
+
+
+def _with_request_ids(paths: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """``paths`` with the optional ``X-Request-Id`` request header on every operation and the
+    ``X-Request-Id`` response header on every response."""
+    decorated = copy.deepcopy(paths)
+    for operations in decorated.values():
+        for operation in operations.values():
+            operation["parameters"] = [*operation.get("parameters", []), _REQUEST_ID_PARAMETER]
+            for response in operation["responses"].values():
+                response["headers"] = {"X-Request-Id": {"$ref": "#/components/headers/RequestId"}}
+    return decorated
 
 
 _DOCUMENT = build_document()

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from starlette.routing import Route
 
-from gateway.web import admin, credits, deploy, openapi, projects, public
+from gateway.web import admin, credits, deploy, metrics, openapi, projects, public
 
 routes = [
     # public
     Route("/health", public.health, methods=["GET"]),
     Route("/health/ready", public.ready, methods=["GET"]),
     Route("/openapi.json", openapi.document, methods=["GET"]),
+    Route("/metrics", metrics.metrics, methods=["GET"]),
     Route("/agent/chains", public.chains, methods=["GET"]),
     Route("/agent/recipients", public.recipients, methods=["GET"]),
     Route("/agent/balance/{address}", public.balance, methods=["GET"]),

@@ -13,7 +13,9 @@ from gateway.config import Settings
 from gateway.deploy import DeployFlow
 from gateway.idempotency import Idempotency
 from gateway.ledger import Ledger
+from gateway.logs import current_request
 from gateway.metering import Metering
+from gateway.metrics import GatewayMetrics
 from gateway.ownership import Ownership
 from gateway.payments import PaymentService
 from gateway.projects import Projects
@@ -43,6 +45,7 @@ class Services:
     idempotency: Idempotency
     metering: Metering
     audit: Audit
+    metrics: GatewayMetrics
 
 
 def services(request: Request) -> Services:
@@ -59,6 +62,10 @@ async def authenticated(request: Request) -> Wallet:
         peer = request.client.host if request.client else "unknown"
         bucket = RateBucket(peer, "-")
     bucket.counted = True
-    return await services(request).auth.authenticate(
+    wallet = await services(request).auth.authenticate(
         request.headers, client_ip=bucket.client_ip, wallet_key=bucket.wallet_key
     )
+    context = current_request()
+    if context is not None:
+        context.wallet = wallet.address  # every later log line of this request names it
+    return wallet
