@@ -385,7 +385,10 @@ def safe_path(value: Any, field: str) -> str:
     kept = [segment for segment in segments if segment != "."]
     if not kept:
         raise invalid(f"{field} does not name a file", field)
-    return "/".join(kept)
+    normalised = "/".join(kept)
+    if _DRIVE_RE.match(normalised):  # "./C:/x" becomes a drive path once "." is dropped
+        raise invalid(f"{field} must be a relative path", field)
+    return normalised
 
 
 def _no_duplicate(path: str, seen: set[str], field: str) -> None:

@@ -20,6 +20,7 @@ import httpx
 import pytest
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
+from hypothesis import settings as hypothesis_settings
 
 from gateway.config import PROJECT_ROOT, Settings, load_settings
 from gateway.devstack.anvil import AnvilNode, AnvilNotFound, find_anvil_binary
@@ -32,6 +33,14 @@ pytest_plugins = ["tests.deploy_support"]
 LOCAL_CONFIG = PROJECT_ROOT / "config" / "local.toml"
 PAY_TO = "0xa0Ee7A142d267C1f36714E4a8F75612F20a79720"  # anvil account #9, per local.toml
 USDC = 10**6  # one token unit in base units (6 decimals)
+
+
+# Property tests: random exploration on developers' machines; in CI a fixed derivation of the
+# examples from each test (derandomize), so a landing run is reproducible, and no per-example
+# deadline on a small shared machine. A counterexample found locally becomes a unit test.
+hypothesis_settings.register_profile("ci", derandomize=True, deadline=None)
+hypothesis_settings.register_profile("dev", deadline=None)
+hypothesis_settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

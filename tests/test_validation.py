@@ -242,6 +242,7 @@ def test_upload_shape(settings: Settings, upload: Any, field: str) -> None:
         ("/etc/passwd", "relative"),
         ("C:/windows/x", "relative"),
         ("c:evil", "relative"),
+        ("./C:/windows/x", "relative"),
         ("src\\main.js", "forward slashes"),
         ("../up.js", "'..'"),
         ("src/../../up.js", "'..'"),

@@ -50,31 +50,35 @@ def _toml_tables(table: Mapping[str, Any], prefix: tuple[str, ...]) -> Iterator[
 
 
 class GatewayProcess:
-    """``python -m gateway serve`` as a real process (uvicorn), for multi-process and crash
-    tests. ``env`` adds to the environment (REDIS_URL, GATEWAY_RPC_*, CREATEOS_API_URL...)."""
+    """``python -m gateway serve`` as a real process (uvicorn), for multi-process, crash and
+    restart tests and the load benchmark. The port is chosen once, so a process killed and
+    started again serves the same URL. ``env`` adds to the environment (REDIS_URL,
+    GATEWAY_RPC_*, CREATEOS_API_URL...); output goes to ``log_path``."""
 
-    def __init__(self, config: Path, env: Mapping[str, str], log_path: Path) -> None:
-        self.config = config
-        self.env = {**os.environ, **env}
-        self.log_path = log_path
-        self.port = 0
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self, timeout: float = 30.0) -> GatewayProcess:
+    def __init__(
+        self, config: Path, env: Mapping[str, str], log_path: Path, *, start_timeout: float = 30.0
+    ) -> None:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             self.port = int(sock.getsockname()[1])
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.config = config
+        self.env = {**os.environ, **env}
+        self.log_path = log_path
+        self.start_timeout = start_timeout
+        self.process: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def start(self) -> GatewayProcess:
+        """Start and return once ``/health`` answers; raises with the log tail otherwise."""
         command = [sys.executable, "-m", "gateway", "--config", str(self.config), "serve",
                    "--port", str(self.port), "--log-level", "warning"]  # fmt: skip
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 command, cwd=PROJECT_ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
             )
-        deadline = time.monotonic() + timeout
+        self.starts += 1
+        deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"gateway exited: {self.log_path.read_text()[-3000:]}")

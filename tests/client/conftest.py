@@ -9,23 +9,18 @@ are snapshotted when the module starts and reverted when it ends.
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
 from gateway.config import PROJECT_ROOT
 from gateway.devstack.anvil import CANONICAL_TOKENS, AnvilNode
+from gateway.devstack.gateway_process import GatewayProcess
 from gateway.devstack.server_thread import ServerThread
 from gateway.devstack.simulator import CreateOSSimulator, SimulatorConfig
 
@@ -33,62 +28,6 @@ SIM_KEY = "sim-test-key"
 ARBITRUM_USDC = CANONICAL_TOKENS[42161]["usdc"]
 TRANSFER_TOPIC = "0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef"
 START_TIMEOUT_S = 30.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class GatewayProcess:
-    """``python -m gateway serve`` on a fixed port; ``start`` returns once /health answers."""
-
-    def __init__(self, config: Path, env: dict[str, str], log_path: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._config = config
-        self._env = env
-        self._log_path = log_path
-        self.process: subprocess.Popen[bytes] | None = None
-        self.starts = 0
-
-    def start(self) -> None:
-        command = [sys.executable, "-m", "gateway", "--config", str(self._config), "serve"]
-        command += ["--port", str(self.port), "--log-level", "warning"]
-        with self._log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                command, cwd=PROJECT_ROOT, env=self._env, stdout=log, stderr=subprocess.STDOUT
-            )
-        self.starts += 1
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"gateway exited: {self._log_path.read_text()[-3000:]}")
-            try:
-                if httpx.get(self.url + "/health", timeout=0.5).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"gateway did not start: {self._log_path.read_text()[-3000:]}")
-            time.sleep(0.1)
-
-    def kill(self) -> None:
-        """SIGKILL, as a crash: no shutdown code runs."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(10)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
 
 
 @dataclass
