@@ -49,6 +49,9 @@ def _serve(args: argparse.Namespace) -> int:
         app = create_app(settings)
         # log_config=None: uvicorn keeps the root handler set up by configure_logging (JSON,
         # redacted); the gateway writes its own access line per request.
+        # proxy_headers=False: the client address is the peer's; X-Forwarded-For is believed
+        # only from GATEWAY_TRUSTED_PROXIES (RateLimitMiddleware), never by uvicorn, which
+        # would otherwise take it from any local peer and let it reset its rate-limit budget.
         uvicorn.run(
             app,
             host=args.host,
@@ -56,6 +59,7 @@ def _serve(args: argparse.Namespace) -> int:
             log_level=args.log_level,
             log_config=None,
             access_log=False,
+            proxy_headers=False,
         )
     finally:
         if embedded is not None:

@@ -147,3 +147,27 @@ async def test_authenticated_requests_share_the_budget_and_failures_count(
     nonce_key = KeySpace(settings.redis_key_prefix).nonce(account.address, headers["X-Nonce"])
     assert client.exists(nonce_key) == 0
     client.close()
+
+
+def test_served_gateway_ignores_forwarded_for_from_a_local_peer(
+    tmp_path, redis_url, key_prefix, sim_url
+) -> None:
+    """Through ``python -m gateway serve`` (real uvicorn), a local peer cannot reset its budget
+    with ``X-Forwarded-For``: uvicorn's own proxy-header handling is off, and only
+    GATEWAY_TRUSTED_PROXIES (empty here) is believed."""
+    import httpx
+
+    from gateway.devstack.gateway_process import GatewayProcess, write_config
+    from tests.conftest import LOCAL_CONFIG
+
+    changes = {"gateway.redis_key_prefix": key_prefix, "rate_limit.requests": 2}
+    config = write_config(tmp_path / "gateway.toml", LOCAL_CONFIG, changes)
+    env = {"REDIS_URL": redis_url, "CREATEOS_API_URL": sim_url}
+    with GatewayProcess(config, env, tmp_path / "gateway.log") as gateway:
+        codes = [
+            httpx.get(
+                f"{gateway.url}/agent/chains", headers={"X-Forwarded-For": f"9.9.9.{i}"}
+            ).status_code
+            for i in range(4)
+        ]
+    assert codes == [200, 200, 429, 429]

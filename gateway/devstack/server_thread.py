@@ -48,6 +48,8 @@ class ServerThread:
             "log_config": None,
             "access_log": False,
             "ws": "none",
+            # The peer is the client: X-Forwarded-For is the app's business (trusted proxies).
+            "proxy_headers": False,
             "timeout_graceful_shutdown": graceful_seconds,
             "lifespan": lifespan,
             **uvicorn_options,
