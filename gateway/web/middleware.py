@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import itertools
 import logging
 import re
+import secrets
 import time
-import uuid
 from collections.abc import Callable, Sequence
 
 from starlette.datastructures import Headers
@@ -29,11 +30,17 @@ REQUEST_ID_HEADER = "X-Request-Id"
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
 
+#: Fresh ids: a random per-process prefix and a counter. Unique across processes and restarts
+#: without a urandom syscall per request (uuid4 was 2% of the authenticated path).
+_ID_PREFIX = secrets.token_hex(6)
+_id_counter = itertools.count(1)
+
+
 def request_id_from(incoming: str | None) -> str:
     """The caller's ``X-Request-Id`` when it is a safe short token, else a fresh one."""
     if incoming is not None and _SAFE_REQUEST_ID.match(incoming):
         return incoming
-    return uuid.uuid4().hex
+    return f"{_ID_PREFIX}{next(_id_counter):010x}"
 
 
 class RequestContextMiddleware:
