@@ -50,7 +50,7 @@ from gateway.client.errors import (
     SpendCapExceeded,
     UpstreamFailed,
 )
-from gateway.client.journal import Journal, MemoryJournal, PendingDeploy
+from gateway.client.journal import Journal, MemoryJournal, PendingRequest
 from gateway.client.models import (
     Credits,
     Deployment,
@@ -277,11 +277,16 @@ class AgentClient:
     async def top_up(
         self, amount_usd: Decimal, *, chain: str | None = None, token: str | None = None
     ) -> TopUp:
-        """Pay ``amount_usd`` (within the spend cap) and credit it without deploying."""
-        if amount_usd > self.max_usd:
-            raise SpendCapExceeded(str(amount_usd), str(self.max_usd))
+        """Pay ``amount_usd`` (within the spend cap) and credit it without deploying.
+
+        The tx is journalled as soon as it is sent, like a deploy's: the same top-up (same
+        gateway, wallet, chain, token and amount) run again after a crash, a lost answer or a
+        gateway restart sends that tx instead of paying again. When an earlier attempt was
+        credited but its answer lost, the gateway's 409 "Payment already processed" is that
+        top-up's result (``credited_earlier``). Raises ``PaymentRejected`` (and forgets the tx)
+        when the gateway will not credit it.
+        """
         chains = (await self._ok("GET", "/agent/chains", signed=False)).body["chains"]
-        recipients = (await self._ok("GET", "/agent/recipients", signed=False)).body["recipients"]
         chain_name = chain or str(chains[0]["chain"])
         known = {str(c["chain"]): c for c in chains}
         if chain_name not in known:
@@ -289,26 +294,68 @@ class AgentClient:
         token_key = token or "usdc"
         _, decimals = await self._token(chain_name, token_key)
         amount_token = int(amount_usd.scaleb(decimals).to_integral_value(rounding=ROUND_CEILING))
-        pay_to = next(str(r["address"]) for r in recipients if r["chain"] == chain_name)
-        quote = Quote(
-            amount_usd=amount_usd,
-            amount_token=amount_token,
-            pay_to=pay_to,
-            chain=chain_name,
-            chain_id=int(known[chain_name]["chain_id"]),
-            token=token_key,
-            decimals=decimals,
-            balance_usd=Decimal(0),
-            active_projects=0,
+        key = (
+            f"{self.gateway_url}|{self.account.address.lower()}|"
+            f"topup:{chain_name}:{token_key.lower()}:{amount_token}"
         )
-        payment = await self._pay(quote, journal_key=None, pending=None)
+        pending = self._journal.get(key)
+        payment = _payment_of(pending) if pending is not None else None
+        if payment is not None:
+            self._report("submitting", f"retrying with the earlier payment {payment.tx_hash}")
+        else:
+            if amount_usd > self.max_usd:
+                raise SpendCapExceeded(str(amount_usd), str(self.max_usd))
+            recipients = await self._ok("GET", "/agent/recipients", signed=False)
+            pay_to = next(
+                str(r["address"]) for r in recipients.body["recipients"] if r["chain"] == chain_name
+            )
+            quote = Quote(
+                amount_usd=amount_usd,
+                amount_token=amount_token,
+                pay_to=pay_to,
+                chain=chain_name,
+                chain_id=int(known[chain_name]["chain_id"]),
+                token=token_key,
+                decimals=decimals,
+                balance_usd=Decimal(0),
+                active_projects=0,
+            )
+            pending = PendingRequest(idempotency_key=str(uuid.uuid4()))
+            payment = await self._pay(quote, journal_key=key, pending=pending)
         headers = _payment_headers(payment)
         deadline = time.monotonic() + self._confirm_timeout
         while True:
             answer = await self._request("POST", "/agent/credits/topup", headers=headers)
             if answer.status == 200:
+                self._journal.remove(key)
                 return _parsed(functools.partial(TopUp.from_wire, payment=payment), answer)
-            await self._wait_if_pending(answer, payment, deadline)
+            if answer.status == 409 and answer.body.get("code") == "payment_already_processed":
+                self._journal.remove(key)
+                self._report("credits", f"payment {payment.tx_hash} was already credited")
+                return await self._credited_earlier(payment, answer)
+            try:
+                await self._wait_if_pending(answer, payment, deadline)
+            except PaymentRejected:
+                self._journal.remove(key)  # never creditable: a rerun pays afresh, on purpose
+                raise
+
+    async def _credited_earlier(self, payment: Payment, answer: _Answer) -> TopUp:
+        """The ``TopUp`` of a tx an earlier attempt had credited: the amount from its ledger
+        entry (the amount the transfer moved when that entry is no longer among the newest)."""
+        credits = await self.credits()
+        credited = next(
+            (
+                entry.amount_usd
+                for entry in credits.ledger
+                if entry.kind == "payment" and payment.tx_hash.lower() in (entry.ref or "").lower()
+            ),
+            None,
+        )
+        if credited is None:
+            _, decimals = await self._token(payment.chain, payment.token)
+            credited = Decimal(payment.amount_token).scaleb(-decimals)
+        balance = answer.body.get("current_credit_balance_usd", credits.balance_usd)
+        return TopUp(payment, credited, Decimal(balance), credited_earlier=True)
 
     # --- the paid request ------------------------------------------------------------------------
 
@@ -325,7 +372,7 @@ class AgentClient:
         """Send a deploy-shaped request until it starts; the module docstring's rules."""
         content = json.dumps(body, separators=(",", ":")).encode()  # same bytes every attempt
         key = f"{self.gateway_url}|{self.account.address.lower()}|{purpose}"
-        pending = self._journal.get(key) or PendingDeploy(idempotency_key=str(uuid.uuid4()))
+        pending = self._journal.get(key) or PendingRequest(idempotency_key=str(uuid.uuid4()))
         self._journal.put(key, pending)
         payment = _payment_of(pending)
         if payment is not None:
@@ -364,7 +411,7 @@ class AgentClient:
                 if payment is not None:
                     # Our tx was credited and the credits still fall short (or were spent):
                     # it is consumed either way, so forget it.
-                    pending = PendingDeploy(pending.idempotency_key)
+                    pending = PendingRequest(pending.idempotency_key)
                     self._journal.put(key, pending)
                     payment = None
                 self._report("quote", _quote_text(quote), quote=quote)
@@ -387,7 +434,7 @@ class AgentClient:
                     raise _refused(answer)
                 # Credited by an attempt whose answer we lost: deploy on those credits.
                 self._report("credits", "payment already credited; deploying on credits")
-                pending = PendingDeploy(pending.idempotency_key)
+                pending = PendingRequest(pending.idempotency_key)
                 self._journal.put(key, pending)
                 payment, opt_in, may_pay = None, True, False
                 continue
@@ -402,7 +449,7 @@ class AgentClient:
             if answer.status == 502:
                 retries["upstream"] += 1
                 if payment is not None:
-                    pending = PendingDeploy(pending.idempotency_key)
+                    pending = PendingRequest(pending.idempotency_key)
                     self._journal.put(key, pending)
                     payment = None
                 opt_in, may_pay = True, False  # any payment is credited: retry on credits
@@ -416,7 +463,7 @@ class AgentClient:
                 try:
                     await self._wait_if_pending(answer, payment, deadline)
                 except PaymentRejected:
-                    self._journal.put(key, PendingDeploy(pending.idempotency_key))
+                    self._journal.put(key, PendingRequest(pending.idempotency_key))
                     raise
                 continue
             raise _refused(answer)
@@ -428,10 +475,13 @@ class AgentClient:
             answer.status == 503 and "retry-after" in answer.headers
         )
         if answer.status == 402 and answer.body.get("error") == "Payment verification failed":
+            reason = answer.body.get("reason")
+            detail = answer.body.get("detail") or "no detail given"
             raise PaymentRejected(
-                f"the gateway rejected payment {payment.tx_hash}: {answer.body.get('detail')}",
+                f"the gateway rejected payment {payment.tx_hash} on {payment.chain} "
+                f"({reason or 'no reason given'}): {detail}; nothing more was paid",
                 payment.tx_hash,
-                answer.body.get("reason"),
+                reason if isinstance(reason, str) else None,
             )
         if not retryable:
             raise _refused(answer)
@@ -443,9 +493,7 @@ class AgentClient:
         self._report("pending", _error(answer), tx=payment.tx_hash)
         await asyncio.sleep(answer.retry_after())
 
-    async def _pay(
-        self, quote: Quote, *, journal_key: str | None, pending: PendingDeploy | None
-    ) -> Payment:
+    async def _pay(self, quote: Quote, *, journal_key: str, pending: PendingRequest) -> Payment:
         """Transfer ``quote.amount_token`` to ``quote.pay_to`` and wait for the receipt; the tx
         is journalled as soon as it is sent."""
         token_address, _ = await self._token(quote.chain, quote.token)
@@ -464,14 +512,13 @@ class AgentClient:
         )
         try:
             payment = Payment(quote.chain, quote.token, tx, quote.amount_token)
-            if journal_key is not None and pending is not None:
-                self._journal.put(
-                    journal_key,
-                    replace(
-                        pending, tx=tx, chain=quote.chain, token=quote.token,
-                        amount_token=quote.amount_token,
-                    ),
-                )  # fmt: skip
+            self._journal.put(
+                journal_key,
+                replace(
+                    pending, tx=tx, chain=quote.chain, token=quote.token,
+                    amount_token=quote.amount_token,
+                ),
+            )  # fmt: skip
             self._report("sent", f"transfer sent: {tx}", tx=tx)
             block = await self._payer.wait_for_receipt(w3, quote.chain, tx)
         finally:
@@ -595,7 +642,7 @@ def _payment_headers(payment: Payment) -> dict[str, str]:
     }
 
 
-def _payment_of(pending: PendingDeploy) -> Payment | None:
+def _payment_of(pending: PendingRequest) -> Payment | None:
     if pending.tx is None or pending.chain is None or pending.token is None:
         return None
     return Payment(pending.chain, pending.token, pending.tx, pending.amount_token or 0)

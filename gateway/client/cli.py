@@ -26,7 +26,7 @@ from eth_account.signers.local import LocalAccount
 
 from gateway.client.agent import AgentClient
 from gateway.client.bundle import BundleError, collect
-from gateway.client.errors import BuildFailed, ClientError, SpendCapExceeded
+from gateway.client.errors import BuildFailed, ClientError, PaymentRejected, SpendCapExceeded
 from gateway.client.journal import FileJournal
 from gateway.client.models import Progress
 
@@ -204,6 +204,8 @@ def _run(
         return _fail(output, exc, ExitCode.PAYMENT_REFUSED)
     except BuildFailed as exc:
         return _fail(output, exc, ExitCode.BUILD_FAILED, status=exc.status)
+    except PaymentRejected as exc:
+        return _fail(output, exc, ExitCode.FAILED, tx=exc.tx, reason=exc.reason)
     except ClientError as exc:
         return _fail(output, exc, ExitCode.FAILED)
 
@@ -365,7 +367,10 @@ async def _balance(args: argparse.Namespace, output: Output, environ: Mapping[st
 async def _topup(args: argparse.Namespace, output: Output, environ: Mapping[str, str]) -> int:
     async with _client(args, output, environ) as client:
         topped = await client.top_up(args.amount_usd, chain=args.chain, token=args.token)
-    output.result(f"credited {topped.credited_usd} USD; balance {topped.balance_usd} USD", topped)
+    earlier = " (by an earlier attempt)" if topped.credited_earlier else ""
+    output.result(
+        f"credited {topped.credited_usd} USD{earlier}; balance {topped.balance_usd} USD", topped
+    )
     return ExitCode.OK
 
 

@@ -205,11 +205,13 @@ class Credits:
 
 @dataclass(frozen=True, slots=True)
 class TopUp:
-    """``POST /agent/credits/topup``: what the payment credited and the new balance."""
+    """``POST /agent/credits/topup``: what the payment credited and the new balance.
+    ``credited_earlier``: an earlier attempt, whose answer was lost, had credited it."""
 
     payment: Payment
     credited_usd: Decimal
     balance_usd: Decimal
+    credited_earlier: bool = False
 
     @classmethod
     def from_wire(cls, body: dict[str, Any], payment: Payment) -> TopUp:

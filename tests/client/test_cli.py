@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -149,3 +150,57 @@ def test_missing_key_is_a_usage_error(local_stack: LocalStack, tmp_path: Path) -
     done = run_cli(env, "projects")
     assert done.returncode == ExitCode.USAGE == 2
     assert "AGENT_PRIVATE_KEY is not set" in done.stderr
+
+
+def test_topup_then_deploy_no_wait_status_wait_logs_redeploy_balance(
+    local_stack: LocalStack, tmp_path: Path
+) -> None:
+    """The commands beyond the first deploy, on one wallet: a top-up pays for everything after
+    it; a redeploy whose upload breaks the build exits with the build-failed code."""
+    agent = local_stack.funded_agent()
+    env = cli_env(local_stack, agent, tmp_path / "state")
+    app = make_app(tmp_path / "app")
+
+    topped = answer(run_cli(env, "topup", "1", "--json"))
+    [paid] = local_stack.transfers_from(agent.address)
+    assert topped["payment"]["tx_hash"] == paid["transactionHash"]
+    assert topped["payment"]["chain"] == "arbitrum" and topped["payment"]["token"] == "usdc"
+    assert topped["payment"]["amount_token"] == 1_000_000
+    assert Decimal(topped["credited_usd"]) == Decimal(topped["balance_usd"]) == 1
+    assert topped["credited_earlier"] is False
+
+    started = answer(
+        run_cli(env, "deploy", str(app), "--name", "cli-ops-app", "--no-wait", "--json")
+    )
+    assert started["payment"] is None  # the top-up covers it
+    project_id, deployment_id = started["project_id"], started["deployment_id"]
+
+    waited = run_cli(env, "status", project_id, deployment_id, "--wait")
+    assert waited.returncode == 0, waited.stderr
+    assert waited.stdout.startswith("ready ") and " https://cli-ops-app-" in waited.stdout
+
+    runtime = answer(run_cli(env, "logs", project_id, deployment_id, "--runtime", "--json"))
+    assert runtime["kind"] == "runtime" and runtime["deployment_id"] == deployment_id
+    assert "Server started, listening" in runtime["text"]
+
+    (app / "index.js").write_text("console.log('v2')\n", encoding="utf-8")
+    redeployed = run_cli(env, "redeploy", project_id, str(app), "--use-credits")
+    assert redeployed.returncode == 0, redeployed.stderr
+    assert redeployed.stdout.startswith("ready: https://cli-ops-app-")
+
+    (app / "SIMULATE_BUILD_ERROR").write_text("npm ERR! missing script: build\n", encoding="utf-8")
+    broken = answer(
+        run_cli(env, "redeploy", project_id, str(app), "--use-credits", "--json"),
+        ExitCode.BUILD_FAILED,
+    )
+    assert broken["kind"] == "BuildFailed" and broken["exit_code"] == ExitCode.BUILD_FAILED == 4
+    assert broken["status"]["status"] == "failed"
+    assert broken["status"]["deployment_status"] == "build_error"
+    assert "npm ERR! missing script: build" in broken["status"]["reason"]
+
+    balance = answer(run_cli(env, "balance", "--json"))
+    assert balance["wallet"] == agent.address and balance["active_projects"] == 1
+    [payment] = [entry for entry in balance["ledger"] if entry["kind"] == "payment"]
+    assert paid["transactionHash"] in payment["ref"] and Decimal(payment["amount_usd"]) == 1
+    assert Decimal(balance["balance_usd"]) == Decimal(balance["ledger"][0]["balance_usd"])
+    assert len(local_stack.transfers_from(agent.address)) == 1  # only the top-up was paid
