@@ -189,6 +189,7 @@ async def test_request_id_is_echoed_on_success_and_errors(gw: Gateway) -> None:
     ok = await gw.client.get("/health")
     generated = ok.headers["x-request-id"]
     assert len(generated) == 32 and generated.isalnum()
+    assert (await gw.client.get("/health")).headers["x-request-id"] != generated
     given = await gw.client.get("/health", headers={"X-Request-Id": "trace-42.a:b"})
     assert given.headers["x-request-id"] == "trace-42.a:b"
     unsafe = await gw.client.get("/health", headers={"X-Request-Id": "x" * 65})

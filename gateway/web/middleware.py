@@ -40,7 +40,7 @@ def request_id_from(incoming: str | None) -> str:
     """The caller's ``X-Request-Id`` when it is a safe short token, else a fresh one."""
     if incoming is not None and _SAFE_REQUEST_ID.match(incoming):
         return incoming
-    return f"{_ID_PREFIX}{next(_id_counter):010x}"
+    return f"{_ID_PREFIX}{next(_id_counter):020x}"  # 32 hex digits, like a uuid4 hex
 
 
 class RequestContextMiddleware:
