@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +18,9 @@ import pytest
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
+from gateway.client.agent import AgentClient
+from gateway.client.journal import FileJournal
+from gateway.client.models import Progress
 from gateway.config import PROJECT_ROOT
 from gateway.devstack.anvil import CANONICAL_TOKENS, AnvilNode
 from gateway.devstack.gateway_process import GatewayProcess
@@ -71,6 +74,46 @@ class LocalStack:
     def uploaded_names(self) -> set[str]:
         """Every file name the simulator received in an upload."""
         return {name for request in self.simulator.requests for name in (request.file_names or ())}
+
+
+class ClientCrashed(BaseException):
+    """Stands for the client process dying: nothing in the client catches it."""
+
+
+async def pay_then_crash(
+    stack: LocalStack,
+    agent: LocalAccount,
+    journal_path: Path,
+    act: Callable[[AgentClient], Awaitable[object]],
+    *,
+    kill_gateway: bool = False,
+) -> str:
+    """Run ``act`` with a client that dies as soon as its transfer is mined, before the gateway
+    is asked to credit it (``kill_gateway``: the gateway process dies at that moment too).
+    Returns the paid tx hash, which the journal at ``journal_path`` now holds."""
+
+    def crash_after_payment(progress: Progress) -> None:
+        if progress.stage == "confirmed":
+            if kill_gateway:
+                stack.gateway.kill()
+            raise ClientCrashed
+
+    first = AgentClient(
+        stack.gateway.url,
+        agent,
+        rpc_urls=stack.rpc_urls,
+        journal=FileJournal(journal_path),
+        on_progress=crash_after_payment,
+    )
+    try:
+        await act(first)
+        raise AssertionError("the first client should have crashed after paying")
+    except ClientCrashed:
+        pass
+    finally:
+        await first.aclose()
+    [paid] = stack.transfers_from(agent.address)
+    return str(paid["transactionHash"])
 
 
 @pytest.fixture(scope="package")

@@ -15,7 +15,7 @@ from gateway.client.bundle import Bundle
 from gateway.client.journal import FileJournal
 from gateway.client.models import Progress
 from gateway.client.signing import auth_headers
-from tests.client.conftest import LocalStack
+from tests.client.conftest import LocalStack, pay_then_crash
 
 
 def small_upload() -> dict[str, object]:
@@ -63,35 +63,18 @@ async def test_gateway_killed_between_payment_and_retry(local_stack: LocalStack)
     assert len(entries) == 1 and deployment.started.payment.tx_hash in entries[0]
 
 
-class ClientCrashed(BaseException):
-    """Stands for the client process dying: nothing in the client catches it."""
-
-
 async def test_client_restarted_after_paying_reuses_the_journalled_tx(
     local_stack: LocalStack, tmp_path: Path
 ) -> None:
     agent = local_stack.funded_agent()
     journal_path = tmp_path / "payments.json"
 
-    def crash_after_payment(progress: Progress) -> None:
-        if progress.stage == "confirmed":
-            raise ClientCrashed
-
-    first = AgentClient(
-        local_stack.gateway.url,
+    tx = await pay_then_crash(
+        local_stack,
         agent,
-        rpc_urls=local_stack.rpc_urls,
-        journal=FileJournal(journal_path),
-        on_progress=crash_after_payment,
+        journal_path,
+        lambda client: client.deploy(small_upload(), name="journal-app"),
     )
-    try:
-        await first.deploy(small_upload(), name="journal-app")
-        raise AssertionError("the first client should have crashed after paying")
-    except ClientCrashed:
-        pass
-    finally:
-        await first.aclose()
-    [paid] = local_stack.transfers_from(agent.address)
 
     seen: list[Progress] = []
     async with AgentClient(
@@ -107,7 +90,7 @@ async def test_client_restarted_after_paying_reuses_the_journalled_tx(
     assert deployment.status.status == "ready"
     assert "paying" not in [p.stage for p in seen]
     assert deployment.started.payment is not None
-    assert deployment.started.payment.tx_hash == paid["transactionHash"]
+    assert deployment.started.payment.tx_hash == tx
     assert len(local_stack.transfers_from(agent.address)) == 1
     assert len(await payment_entries(local_stack, agent)) == 1
     assert (
@@ -150,30 +133,15 @@ async def test_a_409_for_its_own_credited_tx_makes_it_deploy_on_credits(
     agent = local_stack.funded_agent()
     journal_path = tmp_path / "payments.json"
 
-    def crash_after_payment(progress: Progress) -> None:
-        if progress.stage == "confirmed":
-            raise ClientCrashed
-
-    first = AgentClient(
-        local_stack.gateway.url,
+    tx = await pay_then_crash(
+        local_stack,
         agent,
-        rpc_urls=local_stack.rpc_urls,
-        journal=FileJournal(journal_path),
-        on_progress=crash_after_payment,
+        journal_path,
+        lambda client: client.deploy(small_upload(), name="credited-app"),
     )
-    try:
-        await first.deploy(small_upload(), name="credited-app")
-        raise AssertionError("the first client should have crashed after paying")
-    except ClientCrashed:
-        pass
-    finally:
-        await first.aclose()
-    [paid] = local_stack.transfers_from(agent.address)
     async with httpx.AsyncClient(base_url=local_stack.gateway.url) as http:
         headers = auth_headers(agent)
-        headers.update(
-            {"X-Payment-Tx": str(paid["transactionHash"]), "X-Payment-Chain": "arbitrum"}
-        )
+        headers.update({"X-Payment-Tx": tx, "X-Payment-Chain": "arbitrum"})
         topped = await http.post("/agent/credits/topup", headers=headers)
     assert topped.status_code == 200, topped.text
 

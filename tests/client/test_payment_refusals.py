@@ -11,13 +11,11 @@ from pathlib import Path
 
 from eth_account import Account
 
-from gateway.client.agent import AgentClient
 from gateway.client.cli import ExitCode
 from gateway.client.journal import FileJournal
-from gateway.client.models import Progress
-from tests.client.conftest import LocalStack
+from tests.client.conftest import LocalStack, pay_then_crash
 from tests.client.test_cli import answer, cli_env, make_app, run_cli
-from tests.client.test_never_pays_twice import ClientCrashed, small_upload
+from tests.client.test_never_pays_twice import small_upload
 
 
 def test_rpc_url_of_another_chain_is_refused_before_signing(
@@ -71,26 +69,12 @@ async def test_payment_the_gateway_rejects_exits_non_zero_and_is_not_paid_again(
     state = tmp_path / "state"
     env = cli_env(local_stack, agent, state)
 
-    def crash_after_payment(progress: Progress) -> None:
-        if progress.stage == "confirmed":
-            raise ClientCrashed
-
-    first = AgentClient(
-        local_stack.gateway.url,
+    tx = await pay_then_crash(
+        local_stack,
         agent,
-        rpc_urls=local_stack.rpc_urls,
-        journal=FileJournal(state / "payments.json"),
-        on_progress=crash_after_payment,
+        state / "payments.json",
+        lambda client: client.start_deploy(small_upload(), name="cli-rejected-app"),
     )
-    try:
-        await first.start_deploy(small_upload(), name="cli-rejected-app")
-        raise AssertionError("the first client should have crashed after paying")
-    except ClientCrashed:
-        pass
-    finally:
-        await first.aclose()
-    [paid] = local_stack.transfers_from(agent.address)
-    tx = str(paid["transactionHash"])
 
     with gateway_paying_to(local_stack, Account.create().address):
         done = run_cli(

@@ -15,8 +15,8 @@ from gateway.client.agent import AgentClient
 from gateway.client.journal import FileJournal
 from gateway.client.models import Progress
 from gateway.client.signing import auth_headers
-from tests.client.conftest import LocalStack
-from tests.client.test_never_pays_twice import ClientCrashed, payment_entries
+from tests.client.conftest import LocalStack, pay_then_crash
+from tests.client.test_never_pays_twice import payment_entries
 
 
 def top_up_key(stack: LocalStack, agent: LocalAccount, amount_token: int) -> str:
@@ -26,31 +26,14 @@ def top_up_key(stack: LocalStack, agent: LocalAccount, amount_token: int) -> str
 async def pay_and_crash(
     stack: LocalStack, agent: LocalAccount, journal_path: Path, *, kill_gateway: bool
 ) -> str:
-    """Top up 1 USD and die as soon as the transfer is mined, before the gateway is asked to
-    credit it (``kill_gateway``: the gateway process dies at that moment too). Returns the tx."""
-
-    def crash_after_payment(progress: Progress) -> None:
-        if progress.stage == "confirmed":
-            if kill_gateway:
-                stack.gateway.kill()
-            raise ClientCrashed
-
-    first = AgentClient(
-        stack.gateway.url,
+    """Top up 1 USD and die as soon as the transfer is mined (``pay_then_crash``)."""
+    return await pay_then_crash(
+        stack,
         agent,
-        rpc_urls=stack.rpc_urls,
-        journal=FileJournal(journal_path),
-        on_progress=crash_after_payment,
+        journal_path,
+        lambda client: client.top_up(Decimal(1)),
+        kill_gateway=kill_gateway,
     )
-    try:
-        await first.top_up(Decimal(1))
-        raise AssertionError("the first client should have crashed after paying")
-    except ClientCrashed:
-        pass
-    finally:
-        await first.aclose()
-    [paid] = stack.transfers_from(agent.address)
-    return str(paid["transactionHash"])
 
 
 async def test_top_up_resumed_after_client_and_gateway_died_pays_once(
