@@ -82,6 +82,10 @@ class BlockFacts:
     finalized: int | None
 
 
+class TokenMisconfigured(Unavailable):
+    """A configured token is not what the config says on this chain (readiness only)."""
+
+
 class RpcUnavailable(Unavailable):
     """Every RPC URL of a chain failed."""
 
@@ -320,8 +324,39 @@ class ChainClient:
         return result
 
     async def check(self) -> None:
-        """Readiness: at least one URL answers with the right chain id."""
-        await self.latest_block()
+        """Readiness: a URL answers with the right chain id, and every enabled token is a
+        contract whose ``decimals()`` is the configured one (CHAINS.md section 1), so a wrong
+        address in the config shows here and not as payments nobody can make. Raises
+        ``Unavailable`` (RPC down) or ``TokenMisconfigured`` naming the token."""
+        tokens = list(self.config.tokens.values())
+
+        async def read(w3: _W3) -> list[Any]:
+            async with w3.batch_requests() as batch:
+                for token in tokens:
+                    batch.add(w3.eth.get_code(to_checksum_address(token.address)))
+                return list(await batch.async_execute())
+
+        codes, endpoint = await self.call(read, operation="token_check")
+        for token, code in zip(tokens, codes, strict=True):
+            if not code:
+                raise TokenMisconfigured(f"token {token.key} at {token.address} has no code")
+
+        async def decimals(w3: _W3) -> list[Any]:
+            async with w3.batch_requests() as batch:
+                for token in tokens:
+                    contract = w3.eth.contract(
+                        address=to_checksum_address(token.address), abi=ERC20_ABI
+                    )
+                    batch.add(contract.functions.decimals())
+                return list(await batch.async_execute())
+
+        answers, _ = await self.call(decimals, operation="token_check", start_at=endpoint)
+        for token, answer in zip(tokens, answers, strict=True):
+            if int(answer) != token.decimals:
+                raise TokenMisconfigured(
+                    f"token {token.key} at {token.address} has {int(answer)} decimals, "
+                    f"the config says {token.decimals}"
+                )
 
 
 class ChainRegistry:

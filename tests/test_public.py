@@ -49,6 +49,29 @@ async def test_ready_names_the_failing_chain(make_settings, chains: dict[str, An
     assert response.json()["failing"] == ["rpc:base"]
 
 
+async def test_ready_names_a_token_that_is_not_what_the_config_says(
+    make_settings, chains: dict[str, AnvilNode]
+) -> None:
+    """A token address with no contract, or a token whose decimals() differ from the config,
+    makes /health/ready fail naming it (the payments it would quote could never be made)."""
+    settings = make_settings(chains)
+    arbitrum = settings.chains["arbitrum"]
+    usdc = arbitrum.tokens["usdc"]
+    no_code = type(usdc)(**{**_fields(usdc), "address": "0x" + "42" * 20})
+    wrong_decimals = type(usdc)(**{**_fields(usdc), "decimals": 18})
+    for token, says in ((no_code, "has no code"), (wrong_decimals, "has 6 decimals")):
+        tokens = {**arbitrum.tokens, "usdc": token}
+        changed = type(arbitrum)(**{**_fields(arbitrum), "tokens": tokens})
+        async with serve_in_process(
+            settings.with_overrides(chains={**settings.chains, "arbitrum": changed})
+        ) as gateway:
+            response = await gateway.get("/health/ready")
+        assert response.status_code == 503
+        assert response.json()["failing"] == ["rpc:arbitrum"]
+        assert says in response.json()["checks"]["rpc:arbitrum"]
+        assert "usdc" in response.json()["checks"]["rpc:arbitrum"]
+
+
 def _fields(obj: object) -> dict[str, object]:
     return {name: getattr(obj, name) for name in obj.__slots__}  # type: ignore[attr-defined]
 
