@@ -34,6 +34,7 @@ class TcpProxy:
         self.port = int(self._listener.getsockname()[1])
         self._sockets: list[socket.socket] = []
         self.accepted = 0  # connections served so far
+        self._drop_next_reply = False
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._accept, daemon=True)
         self._thread.start()
@@ -52,13 +53,25 @@ class TcpProxy:
             with self._lock:
                 self._sockets += [client, upstream]
                 self.accepted += 1
-            for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+            for source, sink, replies in ((client, upstream, False), (upstream, client, True)):
+                threading.Thread(
+                    target=self._pipe, args=(source, sink, replies), daemon=True
+                ).start()
 
-    @staticmethod
-    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+    def drop_next_reply(self) -> None:
+        """The next bytes the target sends back are not delivered: the connection is cut
+        instead, after the target has acted on the request (a reply lost in the network)."""
+        self._drop_next_reply = True
+
+    def _pipe(self, source: socket.socket, sink: socket.socket, replies: bool) -> None:
         with contextlib.suppress(OSError):
             while chunk := source.recv(65536):
+                if replies and self._drop_next_reply:
+                    self._drop_next_reply = False
+                    for sock in (source, sink):
+                        with contextlib.suppress(OSError):
+                            sock.shutdown(socket.SHUT_RDWR)
+                    return
                 sink.sendall(chunk)
         with contextlib.suppress(OSError):
             sink.shutdown(socket.SHUT_WR)

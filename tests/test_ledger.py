@@ -7,8 +7,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from gateway.errors import Unavailable
 from gateway.ledger import ApplyOutcome, ClaimOutcome, CreditOutcome, EntryKind, Ledger
 from gateway.store import Store, connect_store
+from tests.support import TcpProxy
 
 WALLET = "0x" + "ab" * 20
 TX = "0x" + "12" * 32
@@ -113,3 +115,28 @@ async def test_reversal_once(ledger: Ledger) -> None:
     entries = await ledger.entries(WALLET)
     assert entries[0].kind == "reversal" and entries[0].reason == "reorg removed the tx"
     assert (await ledger.check_consistency(WALLET)).ok
+
+
+async def test_a_lost_reply_is_an_error_never_a_second_entry(
+    redis_url: str, key_prefix: str
+) -> None:
+    """Redis applies an adjustment, then the connection is cut before the reply arrives. The
+    store does not send the script again (it would move the money twice): the caller gets
+    Unavailable (a 503), and the ledger holds the entry exactly once."""
+    port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
+    proxy = TcpProxy(port)
+    store = await connect_store(f"redis://127.0.0.1:{proxy.port}/0", key_prefix)
+    try:
+        ledger = Ledger(store)
+        proxy.drop_next_reply()
+        with pytest.raises(Unavailable):
+            await ledger.apply(
+                WALLET, EntryKind.ADJUSTMENT, 1_500_000, ref="operator", reason="goodwill"
+            )
+        assert proxy.accepted == 1  # not reconnected to send it again
+        assert await ledger.balance(WALLET) == 1_500_000
+        assert [e.amount_micro for e in await ledger.entries(WALLET)] == [1_500_000]
+        assert (await ledger.check_consistency(WALLET)).ok
+    finally:
+        await store.close()
+        proxy.stop()

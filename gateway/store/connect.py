@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from gateway.errors import Unavailable
@@ -40,7 +42,12 @@ class Store:
 
 async def connect_store(url: str, prefix: str) -> Store:
     """Connect, check the server answers and register every script."""
-    redis = Redis.from_url(url, decode_responses=True, health_check_interval=30)
+    # retry=0: a command whose reply is lost is never sent again behind our back. Several
+    # scripts move money (an adjustment has no guard of its own), so a lost reply must surface
+    # as a 503 the client can look into, not as a silent second run.
+    redis = Redis.from_url(
+        url, decode_responses=True, health_check_interval=30, retry=Retry(NoBackoff(), 0)
+    )
     try:
         await redis.ping()
         scripts = Scripts(redis)
