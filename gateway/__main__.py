@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -198,6 +199,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(
         getattr(args, "log_format", "text"), getattr(args, "log_level", "info").upper()
     )
+    if args.command != "serve":
+        # One access line per request is for operators; in the local stack and the agent's
+        # commands it would bury the steps they print between the gateway's own notices.
+        logging.getLogger("gateway.access").setLevel(logging.WARNING)
     try:
         code: int = args.run(args)
     except ConfigError as exc:

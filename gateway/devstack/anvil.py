@@ -216,8 +216,11 @@ def _bind_port(port: int) -> int:
 
     Raises OSError when the port is taken. The port is released before anvil binds it, so
     another process can take it in between; start() retries when anvil reports that.
+    SO_REUSEADDR, as anvil itself binds: connections of a node stopped a moment ago linger in
+    TIME_WAIT, and only a listening process should count as taking the port.
     """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", port))
         bound: int = sock.getsockname()[1]
         return bound

@@ -374,6 +374,31 @@ def test_start_on_a_taken_port_reports_it(tmp_path: Path) -> None:
             AnvilNode.start(42161, log_dir=tmp_path, port=port, binary=binary)
 
 
+def test_a_fixed_port_is_free_again_right_after_its_node_stopped(tmp_path: Path) -> None:
+    """The connections of a stopped node linger in TIME_WAIT; only a listener takes a port,
+    so ``python -m gateway dev`` can run again at once on its fixed ports."""
+    try:
+        binary = find_anvil_binary()
+    except AnvilNotFound as missing:
+        pytest.skip(str(missing))
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_STREAM) as client,
+        AnvilNode.start(42161, log_dir=tmp_path, binary=binary) as first,
+    ):
+        port = first.port
+        # A keep-alive connection the node closes first when it stops, as a gateway's pooled
+        # RPC connection is: its end stays in TIME_WAIT on the node's port.
+        client.connect(("127.0.0.1", port))
+        body = b'{"jsonrpc":"2.0","id":1,"method":"eth_chainId","params":[]}'
+        client.sendall(
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+        )
+        assert b"200" in client.recv(4096)
+    with AnvilNode.start(42161, log_dir=tmp_path, port=port, binary=binary) as again:
+        assert int(again.rpc("eth_chainId"), 16) == 42161
+
+
 def test_start_retries_on_a_fresh_port_when_anvil_loses_the_bind_race(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
