@@ -7,18 +7,25 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.errors import AuthFailed, BadRequest, NotFound
+from gateway.idempotency import HEADER as IDEMPOTENCY_HEADER
+from gateway.idempotency import parse_key
+from gateway.web.deploy import answer_once
 from gateway.web.responses import json_response
 from gateway.web.services import services
 
 #: An adjustment body is two short fields; anything longer is not one.
 MAX_ADJUST_BODY = 16 * 1024
+#: The idempotency scope of operator requests (wallet scopes are 0x addresses: no clash).
+OPERATOR_SCOPE = "operator"
 
 
 def require_operator(request: Request) -> None:
@@ -49,26 +56,35 @@ async def payment(request: Request) -> Response:
 
 
 async def adjust(request: Request) -> Response:
-    """A signed adjustment entry; a positive one resumes projects the balance can pay again."""
+    """A signed adjustment entry; a positive one resumes projects the balance can pay again.
+
+    With ``Idempotency-Key``, an operator's retry (a lost answer, a repeated command) returns
+    the first answer instead of moving the money a second time."""
     require_operator(request)
     svc = services(request)
+    key = parse_key(request.headers.get(IDEMPOTENCY_HEADER))
     raw = await request.body()
-    if len(raw) > MAX_ADJUST_BODY:
-        raise BadRequest(
-            "The body is too long for an adjustment", code="invalid_body", field="body"
+
+    async def run() -> tuple[int, dict[str, Any]]:
+        if len(raw) > MAX_ADJUST_BODY:
+            raise BadRequest(
+                "The body is too long for an adjustment", code="invalid_body", field="body"
+            )
+        try:
+            body = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            raise BadRequest(
+                "The body must be a JSON object", code="invalid_body", field="body"
+            ) from None
+        if not isinstance(body, dict):
+            raise BadRequest("The body must be a JSON object", code="invalid_body", field="body")
+        adjusted = await svc.audit.adjust(
+            request.path_params["address"], body.get("amount_usd"), body.get("reason")
         )
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise BadRequest(
-            "The body must be a JSON object", code="invalid_body", field="body"
-        ) from None
-    if not isinstance(body, dict):
-        raise BadRequest("The body must be a JSON object", code="invalid_body", field="body")
-    adjusted = await svc.audit.adjust(
-        request.path_params["address"], body.get("amount_usd"), body.get("reason")
-    )
-    resumed: list[str] = []
-    if adjusted["amount_usd"] > 0:
-        resumed = (await svc.metering.resume_wallet(adjusted["wallet"])).resumed
-    return json_response({**adjusted, "resumed": resumed})
+        resumed: list[str] = []
+        if adjusted["amount_usd"] > 0:
+            resumed = (await svc.metering.resume_wallet(adjusted["wallet"])).resumed
+        return 200, {**adjusted, "resumed": resumed}
+
+    digest = hashlib.sha256(raw).hexdigest()
+    return await answer_once(request, svc, OPERATOR_SCOPE, key, digest, run)

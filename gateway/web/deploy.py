@@ -24,7 +24,6 @@ from gateway.deploy import PaymentHeaders
 from gateway.errors import BadRequest
 from gateway.idempotency import HEADER as IDEMPOTENCY_HEADER
 from gateway.idempotency import StoredAnswer, fingerprint, parse_key
-from gateway.types import Wallet
 from gateway.validation import invalid, parse_json_object, validate_deploy
 from gateway.web.responses import json_response
 from gateway.web.services import Services, authenticated, services
@@ -94,17 +93,18 @@ def payment_headers(headers: Headers) -> PaymentHeaders:
 async def answer_once(
     request: Request,
     svc: Services,
-    wallet: Wallet,
+    scope: str,
     key: str | None,
     body_digest: str,
     run: Callable[[], Awaitable[tuple[int, dict[str, Any]]]],
 ) -> Response:
-    """Run ``run`` at most once per ``Idempotency-Key`` (see ``gateway.idempotency``)."""
+    """Run ``run`` at most once per ``Idempotency-Key`` within ``scope`` (a wallet's address,
+    or ``operator`` for the admin routes; see ``gateway.idempotency``)."""
     if key is None:
         status, answer = await run()
         return json_response(answer, status=status)
     request_fingerprint = fingerprint(request.method, request.url.path, body_digest)
-    begun = await svc.idempotency.begin(wallet.address, key, request_fingerprint)
+    begun = await svc.idempotency.begin(scope, key, request_fingerprint)
     if isinstance(begun, StoredAnswer):
         return json_response(
             begun.body, status=begun.status, headers={"Idempotent-Replayed": "true"}
@@ -130,7 +130,7 @@ async def deploy(request: Request) -> Response:
         deployed = await svc.deploys.deploy(wallet, deploy_request, payment)
         return 200, deployed.as_wire()
 
-    return await answer_once(request, svc, wallet, key, body.digest, run)
+    return await answer_once(request, svc, wallet.address, key, body.digest, run)
 
 
 async def status(request: Request) -> Response:

@@ -168,16 +168,18 @@ _QUOTE = _obj(
 )
 
 _DEPLOYED = _obj(projectId=_STR, deploymentId=_STR, status=_STR, message=_STR, warning=_STR)
+_IDEMPOTENCY_KEY: dict[str, Any] = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": "Same wallet (or operator) and key within 24 h: the first successful "
+    "answer, replayed",
+    "schema": {"type": "string", "pattern": "^[A-Za-z0-9_:.-]{1,128}$"},
+}
 _DEPLOY_HEADERS: list[dict[str, Any]] = [
     *PAYMENT_PARAMETERS,
     {"name": "X-Use-Existing-Credits", "in": "header", "required": False, "schema": _STR},
-    {
-        "name": "Idempotency-Key",
-        "in": "header",
-        "required": False,
-        "description": "Same wallet and key within 24 h: the first successful answer, replayed",
-        "schema": {"type": "string", "pattern": "^[A-Za-z0-9_:.-]{1,128}$"},
-    },
+    _IDEMPOTENCY_KEY,
 ]
 
 _PROJECT_ID = {"name": "projectId", "in": "path", "required": True, "schema": _STR}
@@ -399,8 +401,8 @@ PATHS: dict[str, dict[str, Any]] = {
         "post": _op(
             "Signed credit adjustment with a reason",
             _json({"type": "object"}, "Adjusted"),
-            (400, 401, 404),
-            parameters=[_ADDRESS_PARAM],
+            (400, 401, 404, 409),
+            parameters=[_ADDRESS_PARAM, _IDEMPOTENCY_KEY],
             body={
                 "type": "object",
                 "required": ["amount_usd", "reason"],

@@ -48,4 +48,4 @@ async def redeploy(request: Request) -> Response:
         deployed = await svc.deploys.redeploy(wallet, project_id, redeploy_request, payment)
         return 200, deployed.as_wire()
 
-    return await answer_once(request, svc, wallet, key, body.digest, run)
+    return await answer_once(request, svc, wallet.address, key, body.digest, run)

@@ -194,6 +194,29 @@ async def test_adjust_writes_a_signed_entry_that_names_the_reason(admin_gw: Gate
     assert (await admin_gw.services.ledger.check_consistency(WALLET)).ok
 
 
+async def test_adjust_with_an_idempotency_key_moves_money_once(admin_gw: Gateway) -> None:
+    """An operator's retried adjustment (same key, same body) replays the first answer; the
+    same key with another body is a 409; an invalid body is not stored and can be retried."""
+    url = f"/admin/wallets/{WALLET}/adjust"
+    body = {"amount_usd": "2.00", "reason": "refund for ticket 77"}
+    headers = {**bearer(), "Idempotency-Key": "ticket-77"}
+    first = await admin_gw.client.post(url, json=body, headers=headers)
+    again = await admin_gw.client.post(url, json=body, headers=headers)
+    assert first.status_code == again.status_code == 200
+    assert again.json() == first.json()
+    assert again.headers["Idempotent-Replayed"] == "true"
+    other = await admin_gw.client.post(url, json={**body, "amount_usd": "3.00"}, headers=headers)
+    assert other.status_code == 409 and other.json()["code"] == "idempotency_key_reused"
+    bad_key = {**bearer(), "Idempotency-Key": "ticket-78"}
+    invalid = await admin_gw.client.post(url, json={"amount_usd": "0"}, headers=bad_key)
+    assert invalid.status_code == 400
+    fixed = await admin_gw.client.post(url, json=body, headers=bad_key)
+    assert fixed.status_code == 200
+    entries = await admin_gw.services.ledger.entries(WALLET)
+    assert [e.amount_micro for e in entries] == [2_000_000, 2_000_000]
+    assert (await admin_gw.services.ledger.check_consistency(WALLET)).ok
+
+
 @pytest.mark.parametrize(
     ("body", "field"),
     [
