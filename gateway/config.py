@@ -50,6 +50,15 @@ class ChainConfig:
     finality: Finality
     min_confirmations: int
     tokens: Mapping[str, TokenConfig]  # enabled tokens only, by key
+    #: Payments worth more than this wait for ``finalized`` whatever ``finality`` says
+    #: (CHAINS.md section 3); None: no threshold.
+    finalized_above_micro: int | None = None
+
+    def finality_for(self, amount_micro: int) -> Finality:
+        """The finality a payment of ``amount_micro`` must reach before it is credited."""
+        if self.finalized_above_micro is not None and amount_micro > self.finalized_above_micro:
+            return Finality.FINALIZED
+        return self.finality
 
     def token(self, key: str) -> TokenConfig | None:
         return self.tokens.get(key.lower())
@@ -308,6 +317,11 @@ def _parse_chain(
             f"{base}.min_confirmations", default=1, low=1, high=10_000
         ),
         tokens=tokens,
+        finalized_above_micro=(
+            reader.get_usd(f"{base}.finalized_above_usd")
+            if reader.get_str(f"{base}.finalized_above_usd", default="")
+            else None
+        ),
     )
 
 

@@ -347,6 +347,7 @@ class _Verified:
     amount_micro: int
     receipt: Receipt
     record: dict[str, str | int]
+    finality: Finality  # what it reached (a large payment: finalized; see finality_for)
 
 
 class PaymentService:
@@ -438,9 +439,7 @@ class PaymentService:
                     code="verification_timeout",
                 ) from exc
             recheck = (
-                None
-                if chain_config.finality is Finality.FINALIZED
-                else verified.receipt.block_number
+                None if verified.finality is Finality.FINALIZED else verified.receipt.block_number
             )
             applied = await self._ledger.credit_payment(
                 ticket,
@@ -528,13 +527,14 @@ class PaymentService:
                 f"The payment is {age // 3600} h old; the limit is {hours} h",
             )
 
+        amount_micro = token_units_to_micro_usd(counted.units, token.decimals)
+        finality = chain.finality_for(amount_micro)
         confirmations = facts.latest - receipt.block_number + 1
         if confirmations < chain.min_confirmations or not _reached_finality(
-            chain.finality, receipt.block_number, facts
+            finality, receipt.block_number, facts
         ):
-            raise self._pending(confirmations, chain)
+            raise self._pending(confirmations, chain, finality)
 
-        amount_micro = token_units_to_micro_usd(counted.units, token.decimals)
         record: dict[str, str | int] = {
             "chain": chain.name,
             "chain_id": chain.chain_id,
@@ -550,11 +550,15 @@ class PaymentService:
             "block_hash": receipt.block_hash,
             "block_timestamp": facts.timestamp,
             "confirmations": confirmations,
-            "finality": chain.finality.value,
+            "finality": finality.value,
             "verified_at": int(self._clock() * 1000),
         }
         return _Verified(
-            units=counted.units, amount_micro=amount_micro, receipt=receipt, record=record
+            units=counted.units,
+            amount_micro=amount_micro,
+            receipt=receipt,
+            record=record,
+            finality=finality,
         )
 
     async def _find_on_other_chain(self, tx_hash: TxHash, named: ChainConfig) -> str | None:
@@ -578,14 +582,16 @@ class PaymentService:
             "Payment transaction not found", headers=self._retry_after(), payment_status="not_found"
         )
 
-    def _pending(self, confirmations: int, chain: ChainConfig) -> PaymentRequired:
+    def _pending(
+        self, confirmations: int, chain: ChainConfig, finality: Finality | None = None
+    ) -> PaymentRequired:
         return PaymentRequired(
             "Payment pending confirmation",
             headers=self._retry_after(),
             payment_status="pending",
             confirmations=max(0, confirmations),
             required=chain.min_confirmations,
-            finality=chain.finality.value,
+            finality=(finality or chain.finality).value,
         )
 
     def _in_progress(self, tx_hash: TxHash) -> PaymentRequired:

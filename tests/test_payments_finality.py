@@ -9,6 +9,7 @@ import socket
 from collections.abc import Iterator
 
 import pytest
+from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
 from gateway.chains import ChainClient
@@ -99,6 +100,43 @@ async def test_finalized_policy_waits_for_the_finalized_tag(
         # Credited at finality: nothing left for the re-check.
         store = gateway.services.store
         assert await store.redis.zcard(store.keys.recheck_queue()) == 0
+        await assert_invariants(gateway)
+
+
+async def test_a_payment_above_the_threshold_waits_for_finalized(
+    make_settings: SettingsFactory,
+    chains: dict[str, AnvilNode],
+    arbitrum: AnvilNode,
+    agent: LocalAccount,
+) -> None:
+    """``finalized_above_usd``: a payment worth more waits for the finalized tag on a chain
+    whose policy is ``latest``; a smaller one is credited at once (and queued for re-check)."""
+    settings = with_chain(
+        payment_settings(make_settings, chains), "arbitrum", finalized_above_micro=1_000_000
+    )
+    small_payer: LocalAccount = Account.create()
+    small = pay(arbitrum, small_payer, USDC // 2)
+    large = pay(arbitrum, agent, 2 * USDC)
+    async with running_gateway(settings) as gateway:
+        pending = await topup(gateway, agent, large)
+        assert pending.status_code == 402, pending.text
+        assert pending.json()["payment_status"] == "pending"
+        assert pending.json()["finality"] == "finalized"
+        assert "amount_usd" not in pending.json()  # no fresh quote: nothing to pay twice
+        assert await gateway.services.ledger.claim_state(ARBITRUM, large) is None
+
+        credited_small = await topup(gateway, small_payer, small)
+        assert credited_small.status_code == 200, credited_small.text
+
+        arbitrum.mine(2)  # finalized = latest - 2 reaches the large payment's block
+        credited = await topup(gateway, agent, large)
+        assert credited.status_code == 200, credited.text
+        assert await gateway.balance(agent.address) == 2 * USDC
+        record = await gateway.services.ledger.payment_record(ARBITRUM, large)
+        assert record is not None and record["finality"] == "finalized"
+        # Only the small one, credited at latest, waits for the re-check.
+        store = gateway.services.store
+        assert await store.redis.zcard(store.keys.recheck_queue()) == 1
         await assert_invariants(gateway)
 
 
