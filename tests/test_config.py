@@ -1,0 +1,131 @@
+"""Configuration (SPEC section 8, issue 3): the shipped mainnet defaults, every environment
+override by its SPEC name, and invalid values refused at start-up with a message naming the key
+(from ``load_settings`` and from ``python -m gateway serve`` as a process)."""
+
+from __future__ import annotations
+
+import ipaddress
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.config import DEFAULT_CONFIG_PATH, PROJECT_ROOT, load_settings
+from gateway.devstack.gateway_process import write_config
+from gateway.errors import ConfigError
+from gateway.types import Finality
+
+PAY_TO = "0xa0Ee7A142d267C1f36714E4a8F75612F20a79720"
+ENV = {"GATEWAY_PAY_TO": PAY_TO}
+
+
+def test_mainnet_defaults() -> None:
+    settings = load_settings(DEFAULT_CONFIG_PATH, ENV)
+    assert {n: c.chain_id for n, c in settings.chains.items()} == {"arbitrum": 42161, "base": 8453}
+    arbitrum, base = settings.chains["arbitrum"], settings.chains["base"]
+    assert arbitrum.tokens["usdc"].address == "0xaf88d065e77c8cC2239327C5EDb3A432268e5831"
+    assert arbitrum.tokens["usdt"].address == "0xFd086bC7CD5C481DCC9C85ebE478A1C0b69FCbb9"
+    assert base.tokens["usdc"].address == "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913"
+    assert all(t.decimals == 6 for c in settings.chains.values() for t in c.tokens.values())
+    assert arbitrum.rpc_urls[0] == "https://arb1.arbitrum.io/rpc"
+    assert arbitrum.finality is Finality.LATEST and arbitrum.min_confirmations == 1
+    assert arbitrum.finalized_above_micro is None
+    assert settings.default_chain == "arbitrum"
+    assert settings.rate_limit_requests == 30 and settings.auth_window_seconds == 60
+    assert settings.redis_url is None and settings.admin_token is None
+    assert {c.pay_to for c in settings.chains.values()} == {PAY_TO}
+
+
+def test_every_environment_override(tmp_path: Path) -> None:
+    other = write_config(tmp_path / "other.toml", DEFAULT_CONFIG_PATH, {"rate_limit.requests": 7})
+    env = {
+        "GATEWAY_CONFIG": str(other),
+        "REDIS_URL": "redis://10.1.2.3:6380/2",
+        "CREATEOS_API_URL": "https://createos.example",
+        "CREATEOS_API_KEY": "skp_test",
+        "GATEWAY_PAY_TO": "0x" + "ab" * 20,
+        "GATEWAY_RPC_ARBITRUM": "https://a.example/rpc, https://b.example/rpc",
+        "GATEWAY_RPC_BASE": "https://c.example/rpc",
+        "GATEWAY_ADMIN_TOKEN": "operator-secret",
+        "GATEWAY_TRUSTED_PROXIES": "10.0.0.5, 192.168.0.0/16",
+    }
+    settings = load_settings(None, env)
+    assert settings.rate_limit_requests == 7  # from GATEWAY_CONFIG
+    assert settings.redis_url == "redis://10.1.2.3:6380/2"
+    assert settings.createos_api_url == "https://createos.example"
+    assert settings.createos_api_key == "skp_test"
+    assert {c.pay_to.lower() for c in settings.chains.values()} == {"0x" + "ab" * 20}
+    assert settings.chains["arbitrum"].rpc_urls == (
+        "https://a.example/rpc",
+        "https://b.example/rpc",
+    )  # failover order kept
+    assert settings.chains["base"].rpc_urls == ("https://c.example/rpc",)
+    assert settings.admin_token == "operator-secret"
+    assert settings.trusted_proxies == (
+        ipaddress.ip_network("10.0.0.5/32"),
+        ipaddress.ip_network("192.168.0.0/16"),
+    )
+
+
+@pytest.mark.parametrize(
+    ("changes", "env", "key"),
+    [
+        ({"gateway.pay_to": ""}, {}, "GATEWAY_PAY_TO"),
+        ({}, {"GATEWAY_PAY_TO": "0x1234"}, "GATEWAY_PAY_TO"),
+        ({"chains.arbitrum.finality": "soon"}, ENV, "chains.arbitrum.finality"),
+        ({"chains.arbitrum.rpc_urls": ["ftp://x"]}, ENV, "chains.arbitrum.rpc_urls"),
+        ({}, {**ENV, "GATEWAY_RPC_BASE": "not a url"}, "GATEWAY_RPC_BASE"),
+        ({"chains.base.tokens.usdc.address": "0xnope"}, ENV, "chains.base.tokens.usdc.address"),
+        ({"chains.base.min_confirmations": 0}, ENV, "chains.base.min_confirmations"),
+        ({"chains.base.finalized_above_usd": "lots"}, ENV, "chains.base.finalized_above_usd"),
+        ({"pricing.price_usd_per_month": "-1"}, ENV, "pricing.price_usd_per_month"),
+        ({}, {**ENV, "REDIS_URL": "http://redis"}, "REDIS_URL"),
+        ({}, {**ENV, "GATEWAY_TRUSTED_PROXIES": "not-an-ip"}, "GATEWAY_TRUSTED_PROXIES"),
+    ],
+)
+def test_invalid_values_name_their_key(
+    tmp_path: Path, changes: dict[str, Any], env: dict[str, str], key: str
+) -> None:
+    path = write_config(tmp_path / "gateway.toml", DEFAULT_CONFIG_PATH, changes)
+    with pytest.raises(ConfigError) as refused:
+        load_settings(path, env)
+    assert refused.value.key == key, str(refused.value)
+    assert key in str(refused.value)
+
+
+def test_unreadable_files_are_refused_by_name(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_settings(tmp_path / "missing.toml", ENV)
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[gateway\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_settings(broken, ENV)
+
+
+def test_finalized_above_usd_sets_the_threshold(tmp_path: Path) -> None:
+    path = write_config(
+        tmp_path / "gateway.toml", DEFAULT_CONFIG_PATH, {"chains.base.finalized_above_usd": "250"}
+    )
+    base = load_settings(path, ENV).chains["base"]
+    assert base.finalized_above_micro == 250_000_000
+    assert base.finality_for(250_000_000) is Finality.LATEST
+    assert base.finality_for(250_000_001) is Finality.FINALIZED
+
+
+def test_serve_refuses_an_invalid_config_naming_the_key(tmp_path: Path) -> None:
+    path = write_config(
+        tmp_path / "gateway.toml", DEFAULT_CONFIG_PATH, {"chains.arbitrum.finality": "soon"}
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway", "--config", str(path), "serve", "--port", "1"],
+        cwd=PROJECT_ROOT,
+        env={"PATH": "/usr/bin:/bin", "GATEWAY_PAY_TO": PAY_TO},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "chains.arbitrum.finality" in done.stderr
+    assert "Traceback" not in done.stderr
