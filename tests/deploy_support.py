@@ -28,6 +28,7 @@ from gateway.devstack.clock import ManualClock
 from gateway.devstack.server_thread import ServerThread
 from gateway.devstack.simulator import CreateOSSimulator, SimulatorConfig
 from gateway.ledger import EntryKind
+from gateway.types import Clock, system_clock
 from gateway.web.services import Services
 from tests.conftest import PAY_TO, USDC, SettingsFactory
 
@@ -90,8 +91,11 @@ class Gateway:
 
 
 @contextlib.asynccontextmanager
-async def running_gateway(settings: Settings) -> AsyncIterator[Gateway]:
-    app = create_app(settings)
+async def running_gateway(
+    settings: Settings, *, clock: Clock = system_clock
+) -> AsyncIterator[Gateway]:
+    """The gateway app in-process (ASGI, lifespan running) on ``clock``."""
+    app = create_app(settings, clock=clock)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 40000))
         async with httpx.AsyncClient(

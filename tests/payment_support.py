@@ -13,7 +13,6 @@ Test modules import the fixtures they use by name.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 from collections.abc import AsyncIterator
 from typing import Any
@@ -25,7 +24,6 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils.abi import function_signature_to_4byte_selector
 
-from gateway.app import create_app
 from gateway.client.signing import auth_headers
 from gateway.config import Settings
 from gateway.devstack.anvil import CANONICAL_TOKENS, AnvilNode
@@ -33,7 +31,7 @@ from gateway.ledger import Ledger
 from gateway.store import Store
 from gateway.types import Clock, system_clock
 from tests.conftest import PAY_TO, SettingsFactory
-from tests.deploy_support import Gateway
+from tests.deploy_support import Gateway, running_gateway
 
 ARBITRUM, BASE = 42161, 8453
 CHAIN_IDS = {"arbitrum": ARBITRUM, "base": BASE}
@@ -79,20 +77,6 @@ def payment_settings(make_settings: SettingsFactory, nodes: Any, **overrides: An
     values: dict[str, Any] = {"rate_limit_requests": 10_000, "recheck_interval_seconds": 3600.0}
     values.update(overrides)
     return make_settings(nodes, **values)
-
-
-@contextlib.asynccontextmanager
-async def running_gateway(
-    settings: Settings, *, clock: Clock = system_clock
-) -> AsyncIterator[Gateway]:
-    """The gateway app in-process (ASGI, lifespan running) on ``clock``."""
-    app = create_app(settings, clock=clock)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 40000))
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://gateway", timeout=60.0
-        ) as client:
-            yield Gateway(client, app.state.services, settings)
 
 
 async def topup(
