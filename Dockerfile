@@ -10,7 +10,6 @@ RUN apt-get update \
 COPY pyproject.toml README.md ./
 COPY gateway ./gateway
 COPY config ./config
-COPY contracts_abi ./contracts_abi
 RUN pip install --no-cache-dir -e . && useradd --create-home gateway
 USER gateway
 

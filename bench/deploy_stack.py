@@ -31,8 +31,8 @@ from pathlib import Path
 import httpx
 from starlette.applications import Starlette
 
+from devstack.simulator.server import CreateOSSimulator, SimulatorConfig
 from gateway.config import PROJECT_ROOT
-from gateway.devstack.simulator import CreateOSSimulator, SimulatorConfig
 from gateway.ledger import EntryKind, Ledger
 from gateway.store import connect_store
 from gateway.store.embedded import EmbeddedRedis

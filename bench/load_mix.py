@@ -35,12 +35,12 @@ import httpx
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
+from devstack.anvil import CANONICAL_TOKENS, AnvilNode
+from devstack.gateway_process import GatewayProcess, write_config
+from devstack.server_thread import ServerThread
+from devstack.simulator.server import CreateOSSimulator, SimulatorConfig
 from gateway.client.signing import auth_headers
 from gateway.config import PROJECT_ROOT
-from gateway.devstack.anvil import CANONICAL_TOKENS, AnvilNode
-from gateway.devstack.gateway_process import GatewayProcess, write_config
-from gateway.devstack.server_thread import ServerThread
-from gateway.devstack.simulator import CreateOSSimulator, SimulatorConfig
 from gateway.ledger import EntryKind, Ledger
 from gateway.store import connect_store
 from gateway.store.embedded import EmbeddedRedis

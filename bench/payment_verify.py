@@ -25,11 +25,11 @@ from pathlib import Path
 
 from bench.deploy_stack import machine_summary
 from bench.loadgen import median
+from devstack.anvil import CANONICAL_TOKENS, AnvilNode
 from gateway.chains import ChainClient
 from gateway.config import PROJECT_ROOT, Settings, load_settings
-from gateway.devstack.anvil import CANONICAL_TOKENS, AnvilNode
 from gateway.ledger import Ledger
-from gateway.payments import PaymentService
+from gateway.payments.service import PaymentService
 from gateway.store import connect_store
 from gateway.store.embedded import EmbeddedRedis
 from gateway.types import Wallet

@@ -19,7 +19,7 @@ from eth_account import Account
 from eth_account.messages import encode_defunct
 from eth_hash.auto import keccak
 
-from gateway.auth import eip191_hash, recover_signer
+from gateway.access.auth import eip191_hash, recover_signer
 
 
 def main() -> None:

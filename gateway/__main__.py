@@ -74,7 +74,7 @@ def _serve(args: argparse.Namespace) -> int:
 async def _with_audit(settings: Settings, read: Callable[[Any], Awaitable[Any]]) -> Any:
     from gateway.audit import Audit
     from gateway.ledger import Ledger
-    from gateway.ownership import Ownership
+    from gateway.projects.records import Ownership
     from gateway.store import connect_store
 
     assert settings.redis_url is not None
@@ -185,8 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     payment.add_argument("tx")
     payment.add_argument("--json", action="store_true", help="print the JSON document")
     payment.set_defaults(run=_payment, render=render_payment)
+    from devstack import stack
     from gateway.client import cli as agent_cli
-    from gateway.devstack import stack
 
     stack.add_command(sub, os.environ)
     agent_cli.add_commands(sub, os.environ)

@@ -14,24 +14,23 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 
+from gateway.access.auth import WalletAuthenticator
+from gateway.access.ratelimit import RateLimiter
 from gateway.audit import Audit
-from gateway.auth import WalletAuthenticator
 from gateway.chains import ChainRegistry
 from gateway.config import Settings
-from gateway.deploy import DeployFlow, deploy_lock_ttl_ms
-from gateway.deploy_records import NameClaims
+from gateway.deploy.flow import DeployFlow, deploy_lock_ttl_ms
+from gateway.deploy.idempotency import Idempotency
 from gateway.errors import ConfigError, GatewayError
-from gateway.idempotency import Idempotency
 from gateway.ledger import Ledger
 from gateway.logs import register_secret
-from gateway.metering import Metering
 from gateway.metrics import GatewayMetrics
-from gateway.ownership import Ownership
-from gateway.payments import PaymentService
-from gateway.projects import Projects
-from gateway.ratelimit import RateLimiter
-from gateway.recheck import PaymentRechecker
-from gateway.store import STORAGE_ERRORS, connect_store
+from gateway.payments.recheck import PaymentRechecker
+from gateway.payments.service import PaymentService
+from gateway.projects.metering import Metering
+from gateway.projects.reads import Projects
+from gateway.projects.records import NameClaims, Ownership
+from gateway.store import connect_store
 from gateway.types import Clock, system_clock
 from gateway.upstream import CreateOSClient
 from gateway.web.middleware import (
@@ -42,7 +41,6 @@ from gateway.web.middleware import (
 from gateway.web.responses import (
     handle_gateway_error,
     handle_http_exception,
-    handle_storage_error,
 )
 from gateway.web.routes import routes
 from gateway.web.services import Services
@@ -167,7 +165,6 @@ def create_app(
     handlers = {
         GatewayError: handle_gateway_error,
         HTTPException: handle_http_exception,
-        **{error: handle_storage_error for error in STORAGE_ERRORS},
     }
     return Starlette(
         routes=routes,

@@ -21,7 +21,7 @@ from typing import Any
 from gateway.config import Settings
 from gateway.errors import BadRequest, NotFound
 from gateway.ledger import EntryKind, Ledger
-from gateway.ownership import Ownership
+from gateway.projects.records import Ownership
 from gateway.types import (
     canonical_tx_hash,
     checksum_address,

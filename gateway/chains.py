@@ -17,6 +17,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from importlib import resources
 from typing import Any, TypeVar
 
 import aiohttp
@@ -25,8 +26,9 @@ from web3 import AsyncHTTPProvider, AsyncWeb3, Web3
 from web3.exceptions import ContractLogicError, TransactionNotFound, Web3Exception
 from web3.types import RPCEndpoint
 
-from gateway.config import ABI_DIR, ChainConfig, TokenConfig
+from gateway.config import ChainConfig, TokenConfig
 from gateway.errors import Unavailable
+from gateway.headers import RETRY_AFTER
 from gateway.metrics import GatewayMetrics
 from gateway.types import Clock, system_clock
 
@@ -36,8 +38,9 @@ T = TypeVar("T")
 _W3 = AsyncWeb3[AsyncHTTPProvider]
 to_checksum_address = Web3.to_checksum_address
 
-ERC20_ABI: list[dict[str, Any]] = json.loads((ABI_DIR / "erc20.json").read_text())
-ERC1271_ABI: list[dict[str, Any]] = json.loads((ABI_DIR / "erc1271.json").read_text())
+_ABI = resources.files("gateway") / "abi"
+ERC20_ABI: list[dict[str, Any]] = json.loads((_ABI / "erc20.json").read_text("utf-8"))
+ERC1271_ABI: list[dict[str, Any]] = json.loads((_ABI / "erc1271.json").read_text("utf-8"))
 ERC1271_MAGIC = bytes.fromhex("1626ba7e")
 ERC6492_SUFFIX = bytes.fromhex("6492" * 16)
 
@@ -194,7 +197,7 @@ class ChainClient:
         raise RpcUnavailable(
             f"No RPC endpoint of {self.name} is answering; try again later",
             internal="; ".join(errors) or "no usable RPC URL",
-            headers={"Retry-After": "10"},
+            headers={RETRY_AFTER: "10"},
         )
 
     def _observe(self, operation: str, started: float, *, failed: bool) -> None:
@@ -246,7 +249,7 @@ class ChainClient:
         raise RpcUnavailable(
             f"No RPC endpoint of {self.name} is answering; try again later",
             internal="; ".join(errors) or "no usable RPC URL",
-            headers={"Retry-After": "10"},
+            headers={RETRY_AFTER: "10"},
         )
 
     async def block_facts(self, block_number: int, *, endpoint: int | None = None) -> BlockFacts:

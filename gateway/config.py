@@ -19,7 +19,6 @@ from gateway.types import Finality, checksum_address, is_address, usd_to_micro
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG_PATH = PROJECT_ROOT / "config" / "gateway.toml"
-ABI_DIR = PROJECT_ROOT / "contracts_abi"
 
 ENV_CONFIG = "GATEWAY_CONFIG"
 ENV_OVERRIDES = (

@@ -25,6 +25,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+from gateway.headers import RETRY_AFTER
+
 
 class GatewayError(Exception):
     """Base of every error the gateway answers with."""
@@ -99,7 +101,7 @@ class RateLimited(GatewayError):
     default_message = "Rate limit exceeded"
 
     def __init__(self, retry_after_seconds: int, **kwargs: Any) -> None:
-        headers = {"Retry-After": str(max(1, retry_after_seconds))}
+        headers = {RETRY_AFTER: str(max(1, retry_after_seconds))}
         super().__init__(headers=headers, retry_after=max(1, retry_after_seconds), **kwargs)
 
 

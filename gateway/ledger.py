@@ -129,24 +129,23 @@ class Ledger:
     # --- reads ----------------------------------------------------------------------------
 
     async def balance(self, wallet: str) -> int:
-        raw = await self._store.redis.get(self._keys.balance(wallet))
+        raw = await self._store.get(self._keys.balance(wallet))
         return int(raw or 0)
 
     async def entries(self, wallet: str, *, limit: int | None = None) -> list[LedgerEntry]:
         """Newest first; ``limit`` entries at most."""
         start = -limit if limit else 0
-        raw = await self._store.redis.lrange(self._keys.ledger(wallet), start, -1)
-        return [_parse_entry(str(item)) for item in reversed(raw)]
+        raw = await self._store.list_range(self._keys.ledger(wallet), start, -1)
+        return [_parse_entry(item) for item in reversed(raw)]
 
     async def wallets(self) -> list[str]:
-        return sorted(str(w) for w in await self._store.redis.smembers(self._keys.wallets()))
+        return sorted(await self._store.members(self._keys.wallets()))
 
     async def check_consistency(self, wallet: str) -> ConsistencyReport:
         """Read balance and entries in one MULTI and prove sum(entries) == balance."""
-        async with self._store.redis.pipeline(transaction=True) as pipe:
-            pipe.get(self._keys.balance(wallet))
-            pipe.lrange(self._keys.ledger(wallet), 0, -1)
-            raw_balance, raw_entries = await pipe.execute()
+        raw_balance, raw_entries = await self._store.get_with_list(
+            self._keys.balance(wallet), self._keys.ledger(wallet)
+        )
         entries = [_parse_entry(item) for item in raw_entries]
         running = 0
         chain_ok = True
@@ -216,7 +215,7 @@ class Ledger:
 
     async def metered_hour(self, project_id: str) -> int | None:
         """The last hour (Unix hours) burned or skipped for a project; None before the first."""
-        raw = await self._store.redis.get(self._keys.metered_hour(project_id))
+        raw = await self._store.get(self._keys.metered_hour(project_id))
         return None if raw is None else int(raw)
 
     async def skip_hours(self, project_id: str, through_hour: int) -> int:
@@ -244,7 +243,7 @@ class Ledger:
 
     async def claim_state(self, chain_id: int, tx_hash: str) -> str | None:
         """``None`` (unclaimed), ``"used"`` or ``"pending"``."""
-        raw = await self._store.redis.get(self._keys.claim(chain_id, tx_hash))
+        raw = await self._store.get(self._keys.claim(chain_id, tx_hash))
         if raw is None:
             return None
         return "used" if raw == "used" else "pending"
@@ -297,12 +296,12 @@ class Ledger:
         return Applied(outcome=outcome, balance_micro=int(result[1]), seq=seq)
 
     async def payment_record(self, chain_id: int, tx_hash: str) -> dict[str, str] | None:
-        raw = await self._store.redis.hgetall(self._keys.payment(chain_id, tx_hash))
+        raw = await self._store.hash(self._keys.payment(chain_id, tx_hash))
         return {str(k): str(v) for k, v in raw.items()} or None
 
     async def wallet_payments(self, wallet: str, *, limit: int = 50) -> list[str]:
         """``chain_id:tx`` refs of a wallet's credited payments, newest first."""
-        refs = await self._store.redis.lrange(self._keys.wallet_payments(wallet), 0, limit - 1)
+        refs = await self._store.list_range(self._keys.wallet_payments(wallet), 0, limit - 1)
         return [str(r) for r in refs]
 
 

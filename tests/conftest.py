@@ -3,7 +3,7 @@ USDC/USDT addresses, and the gateway app served in-process.
 
 - Redis: ``REDIS_URL`` when set, else an embedded redis-server started for the session. Each
   test gets its own key prefix, so tests never see each other's keys.
-- anvil: ``AnvilNode`` from ``gateway.devstack.anvil`` (binary from ANVIL_BIN, node_modules or
+- anvil: ``AnvilNode`` from ``devstack.anvil`` (binary from ANVIL_BIN, node_modules or
   PATH). Missing anvil fails under CI (``CI`` set) and skips locally with a hint.
 - Chains are snapshotted before each test that uses them and reverted after.
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,17 +22,13 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from hypothesis import settings as hypothesis_settings
 
+from devstack.anvil import AnvilNode, AnvilNotFound, find_anvil_binary
 from gateway.config import PROJECT_ROOT, Settings, load_settings
-from gateway.devstack.anvil import AnvilNode, AnvilNotFound, find_anvil_binary
 from gateway.store.embedded import EmbeddedRedis
-from tests.support import serve_in_process
+from tests.support import LOCAL_CONFIG, SettingsFactory, running_gateway
 
 # Fixtures of the deploy tests (CreateOS simulator over HTTP, the gateway wired to it).
 pytest_plugins = ["tests.deploy_support"]
-
-LOCAL_CONFIG = PROJECT_ROOT / "config" / "local.toml"
-PAY_TO = "0xa0Ee7A142d267C1f36714E4a8F75612F20a79720"  # anvil account #9, per local.toml
-USDC = 10**6  # one token unit in base units (6 decimals)
 
 
 # Property tests: random exploration on developers' machines; in CI a fixed derivation of the
@@ -142,8 +138,6 @@ def agent() -> LocalAccount:
 
 # --- settings and the app ----------------------------------------------------------------
 
-SettingsFactory = Callable[..., Settings]
-
 
 @pytest.fixture
 def make_settings(redis_url: str, key_prefix: str, sim_url: str) -> SettingsFactory:
@@ -167,8 +161,8 @@ async def gateway(
     make_settings: SettingsFactory, chains: dict[str, AnvilNode]
 ) -> AsyncIterator[httpx.AsyncClient]:
     """The gateway on both anvil chains and this session's Redis."""
-    async with serve_in_process(make_settings(chains)) as client:
-        yield client
+    async with running_gateway(make_settings(chains)) as gw:
+        yield gw.client
 
 
 @pytest.fixture

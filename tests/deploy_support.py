@@ -8,29 +8,23 @@ anvil chains, pointed at the simulator. Test modules import the fixtures they us
 from __future__ import annotations
 
 import base64
-import contextlib
 import io
 import os
 import zipfile
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
 from eth_account.signers.local import LocalAccount
 
-from gateway.app import create_app
+from devstack.anvil import CANONICAL_TOKENS, AnvilNode
+from devstack.clock import ManualClock
+from devstack.server_thread import ServerThread
+from devstack.simulator.server import CreateOSSimulator, SimulatorConfig
 from gateway.client.signing import auth_headers
 from gateway.config import Settings
-from gateway.devstack.anvil import CANONICAL_TOKENS, AnvilNode
-from gateway.devstack.clock import ManualClock
-from gateway.devstack.server_thread import ServerThread
-from gateway.devstack.simulator import CreateOSSimulator, SimulatorConfig
-from gateway.ledger import EntryKind
-from gateway.types import Clock, system_clock
-from gateway.web.services import Services
-from tests.conftest import PAY_TO, USDC, SettingsFactory
+from tests.support import USDC, Gateway, SettingsFactory, running_gateway
 
 SIM_KEY = "sim-test-key"
 OTHER_SIM_KEY = "sim-other-key"
@@ -70,38 +64,6 @@ def sim(sim_server: tuple[CreateOSSimulator, ServerThread]) -> CreateOSSimulator
 @pytest.fixture
 def sim_url(sim_server: tuple[CreateOSSimulator, ServerThread]) -> str:
     return sim_server[1].url
-
-
-@dataclass
-class Gateway:
-    """The in-process gateway and the collaborators it was built with."""
-
-    client: httpx.AsyncClient
-    services: Services
-    settings: Settings
-
-    async def credit(self, wallet: str, usd_micro: int) -> None:
-        """Give ``wallet`` credits directly (an operator adjustment), no chain involved."""
-        await self.services.ledger.apply(
-            wallet, EntryKind.ADJUSTMENT, usd_micro, ref="test", reason="test credits"
-        )
-
-    async def balance(self, wallet: str) -> int:
-        return await self.services.ledger.balance(wallet)
-
-
-@contextlib.asynccontextmanager
-async def running_gateway(
-    settings: Settings, *, clock: Clock = system_clock
-) -> AsyncIterator[Gateway]:
-    """The gateway app in-process (ASGI, lifespan running) on ``clock``."""
-    app = create_app(settings, clock=clock)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 40000))
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://gateway", timeout=60.0
-        ) as client:
-            yield Gateway(client, app.state.services, settings)
 
 
 def deploy_settings(make_settings: SettingsFactory, nodes: Any) -> Settings:
@@ -173,12 +135,6 @@ async def status(
     return await gateway.client.get(
         f"/agent/deploy/{project_id}/{deployment_id}/status", headers=signed(account)
     )
-
-
-def pay(node: AnvilNode, account: LocalAccount, amount: int) -> str:
-    """Mint ``amount`` USDC base units to the agent and transfer them to the gateway."""
-    node.mint(ARBITRUM_USDC, account.address, amount)
-    return node.transfer(ARBITRUM_USDC, account.address, PAY_TO, amount, impersonate=True)
 
 
 def random_tx() -> str:

@@ -24,14 +24,13 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils.abi import function_signature_to_4byte_selector
 
+from devstack.anvil import CANONICAL_TOKENS, AnvilNode
 from gateway.client.signing import auth_headers
 from gateway.config import Settings
-from gateway.devstack.anvil import CANONICAL_TOKENS, AnvilNode
 from gateway.ledger import Ledger
 from gateway.store import Store
 from gateway.types import Clock, system_clock
-from tests.conftest import PAY_TO, SettingsFactory
-from tests.deploy_support import Gateway, running_gateway
+from tests.support import PAY_TO, Gateway, SettingsFactory, raw_redis, running_gateway
 
 ARBITRUM, BASE = 42161, 8453
 CHAIN_IDS = {"arbitrum": ARBITRUM, "base": BASE}
@@ -111,13 +110,12 @@ async def assert_store_invariants(store: Store, ledger: Ledger) -> None:
         assert report.ok, report
     prefix = store.keys.prefix
     claims: dict[str, str] = {}
-    async for key in store.redis.scan_iter(match=f"{prefix}claim:*"):
-        claims[str(key)[len(prefix) + len("claim:") :]] = str(await store.redis.get(key))
+    redis = raw_redis(store)
+    async for key in redis.scan_iter(match=f"{prefix}claim:*"):
+        claims[str(key)[len(prefix) + len("claim:") :]] = str(await redis.get(key))
     records: dict[str, dict[str, str]] = {}
-    async for key in store.redis.scan_iter(match=f"{prefix}payment:*"):
-        records[str(key)[len(prefix) + len("payment:") :]] = {
-            str(k): str(v) for k, v in (await store.redis.hgetall(key)).items()
-        }
+    async for key in redis.scan_iter(match=f"{prefix}payment:*"):
+        records[str(key)[len(prefix) + len("payment:") :]] = await store.hash(key)
     for ref, state in claims.items():
         assert state == "used", f"claim {ref} left {state!r}"
         assert ref in records, f"claim {ref} used without a payment record"

@@ -1,27 +1,72 @@
-"""Helpers shared by test modules (fixtures live in conftest.py)."""
+"""Constants and helpers shared by test modules; fixtures live in the conftest files.
+
+Test modules import from here, never from a conftest (pytest loads those as plugins).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import socket
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from redis.asyncio import Redis
 
 from gateway.app import create_app
-from gateway.config import Settings
+from gateway.config import PROJECT_ROOT, Settings
+from gateway.ledger import EntryKind
+from gateway.store import Store
+from gateway.types import Clock, system_clock
+from gateway.web.services import Services
+
+LOCAL_CONFIG = PROJECT_ROOT / "config" / "local.toml"
+PAY_TO = "0xa0Ee7A142d267C1f36714E4a8F75612F20a79720"  # anvil account #9, per local.toml
+USDC = 10**6  # one token unit in base units (6 decimals)
+
+#: ``make_settings``: local settings on this session's Redis and simulator (conftest.py).
+SettingsFactory = Callable[..., Settings]
+
+
+@dataclass
+class Gateway:
+    """The in-process gateway and the collaborators it was built with."""
+
+    client: httpx.AsyncClient
+    services: Services
+    settings: Settings
+
+    async def credit(self, wallet: str, usd_micro: int) -> None:
+        """Give ``wallet`` credits directly (an operator adjustment), no chain involved."""
+        await self.services.ledger.apply(
+            wallet, EntryKind.ADJUSTMENT, usd_micro, ref="test", reason="test credits"
+        )
+
+    async def balance(self, wallet: str) -> int:
+        return await self.services.ledger.balance(wallet)
 
 
 @contextlib.asynccontextmanager
-async def serve_in_process(settings: Settings, **kwargs: Any) -> AsyncIterator[httpx.AsyncClient]:
-    """The gateway app with its lifespan running, behind an httpx client (ASGI, no sockets)."""
-    app = create_app(settings, **kwargs)
+async def running_gateway(
+    settings: Settings, *, clock: Clock = system_clock, **kwargs: Any
+) -> AsyncIterator[Gateway]:
+    """The gateway app in-process (ASGI, no sockets, lifespan running) on ``clock``; extra
+    keyword arguments go to ``create_app``."""
+    app = create_app(settings, clock=clock, **kwargs)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 40000))
-        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
-            yield client
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://gateway", timeout=60.0
+        ) as client:
+            yield Gateway(client, app.state.services, settings)
+
+
+def raw_redis(store: Store) -> Redis:
+    """The store's own Redis client, for tests that look behind its typed operations (count
+    a sorted set, tamper with a balance, flush the script cache)."""
+    return store._redis
 
 
 class TcpProxy:

@@ -10,10 +10,10 @@ from eth_account import Account
 from eth_account.messages import encode_defunct
 from eth_account.signers.local import LocalAccount
 
-from gateway.auth import parse_auth_headers, recover_signer, signing_message
+from devstack.anvil import AnvilNode
+from gateway.access.auth import parse_auth_headers, recover_signer, signing_message
 from gateway.client.signing import auth_headers
-from gateway.devstack.anvil import AnvilNode
-from tests.support import serve_in_process
+from tests.support import running_gateway
 
 ROUTE = "/agent/credits"
 
@@ -167,8 +167,9 @@ async def test_eip1271_contract_wallet_accepted(
 ) -> None:
     arbitrum = chains["arbitrum"]
     wallet = arbitrum.deploy("AlwaysValidWallet")
-    async with serve_in_process(make_settings(chains)) as gateway:
+    async with running_gateway(make_settings(chains)) as gateway_gw:
         # Any key signs; the contract on the default chain vouches for it.
+        gateway = gateway_gw.client
         response = await get(gateway, auth_headers(agent, address=wallet))
         assert response.status_code == 200, response.text
         assert response.json()["wallet"].lower() == wallet.lower()
@@ -178,7 +179,8 @@ async def test_eip1271_contract_wallet_rejected(
     make_settings, chains: dict[str, AnvilNode], agent: LocalAccount
 ) -> None:
     wallet = chains["arbitrum"].deploy("NeverValidWallet")
-    async with serve_in_process(make_settings(chains)) as gateway:
+    async with running_gateway(make_settings(chains)) as gateway_gw:
+        gateway = gateway_gw.client
         response = await get(gateway, auth_headers(agent, address=wallet))
         assert response.status_code == 401
         assert response.json()["code"] == "bad_signature"
@@ -189,7 +191,8 @@ async def test_eip1271_only_on_the_default_chain(
 ) -> None:
     """A contract that vouches on base (not the default chain) does not authenticate."""
     wallet = chains["base"].deploy("AlwaysValidWallet")
-    async with serve_in_process(make_settings(chains)) as gateway:
+    async with running_gateway(make_settings(chains)) as gateway_gw:
+        gateway = gateway_gw.client
         response = await get(gateway, auth_headers(agent, address=wallet))
         assert response.status_code == 401
 

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
+from devstack.gateway_process import write_config
 from gateway.config import DEFAULT_CONFIG_PATH, PROJECT_ROOT, load_settings
-from gateway.devstack.gateway_process import write_config
 from gateway.errors import ConfigError
 from gateway.types import Finality
 

@@ -10,24 +10,23 @@ import pytest
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
-from gateway.devstack.anvil import AnvilNode
-from gateway.devstack.clock import ManualClock
-from gateway.devstack.simulator import CreateOSSimulator
-from tests.conftest import PAY_TO
+from devstack.anvil import AnvilNode
+from devstack.clock import ManualClock
+from devstack.simulator.server import CreateOSSimulator
 from tests.deploy_support import (
     FINISH_SECONDS,
     ONE_USD,
     UPLOAD_FILES,
-    Gateway,
     b64,
     deploy,
     deploy_body,
     files_upload,
-    pay,
     signed,
     status,
     zip_bytes,
 )
+from tests.payment_support import pay
+from tests.support import PAY_TO, Gateway
 
 
 def creates(sim: CreateOSSimulator) -> list[str]:

@@ -7,16 +7,9 @@ import asyncio
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
-from gateway.devstack.simulator import CreateOSSimulator
-from tests.deploy_support import (
-    ONE_USD,
-    UPLOAD_FILES,
-    Gateway,
-    deploy,
-    deploy_body,
-    files_upload,
-    signed,
-)
+from devstack.simulator.server import CreateOSSimulator
+from tests.deploy_support import ONE_USD, UPLOAD_FILES, deploy, deploy_body, files_upload, signed
+from tests.support import Gateway
 
 
 def creates(sim: CreateOSSimulator) -> int:

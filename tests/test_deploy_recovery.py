@@ -6,21 +6,15 @@ from __future__ import annotations
 
 import pytest
 from eth_account.signers.local import LocalAccount
-from redis.exceptions import ConnectionError as RedisConnectionError
 
-from gateway.deploy_records import Step
-from gateway.devstack.anvil import AnvilNode
-from gateway.devstack.clock import ManualClock
-from gateway.devstack.simulator import CreateOSSimulator
-from tests.deploy_support import (
-    CREATE,
-    ONE_USD,
-    UPLOAD_FILES,
-    Gateway,
-    deploy,
-    deploy_body,
-    pay,
-)
+from devstack.anvil import AnvilNode
+from devstack.clock import ManualClock
+from devstack.simulator.server import CreateOSSimulator
+from gateway.deploy.attempts import Step
+from gateway.errors import Unavailable
+from tests.deploy_support import CREATE, ONE_USD, UPLOAD_FILES, deploy, deploy_body
+from tests.payment_support import pay
+from tests.support import Gateway
 
 FIND = r"/v1/projects"
 LIST_DEPLOYMENTS = r"/v1/projects/[^/]+/deployments"
@@ -186,7 +180,7 @@ async def test_project_that_cannot_be_recorded_is_deleted_again(
 
     async def failing_record(*args: object, **kwargs: object) -> None:
         if kwargs.get("step") is Step.CREATED:
-            raise RedisConnectionError("simulated outage")
+            raise Unavailable("Storage unavailable", internal="simulated outage")  # as Store raises
         await real_record(*args, **kwargs)  # type: ignore[arg-type]
 
     attempts.record = failing_record  # type: ignore[method-assign]

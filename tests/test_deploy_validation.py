@@ -7,9 +7,8 @@ from typing import Any
 import pytest
 from eth_account.signers.local import LocalAccount
 
-from gateway.devstack.simulator import CreateOSSimulator
+from devstack.simulator.server import CreateOSSimulator
 from tests.deploy_support import (
-    Gateway,
     b64,
     deploy,
     deploy_body,
@@ -18,6 +17,7 @@ from tests.deploy_support import (
     signed,
     zip_bytes,
 )
+from tests.support import Gateway
 
 BAD_BODIES: list[tuple[str, dict[str, Any], str]] = [
     ("short name", deploy_body("abc"), "uniqueName"),

@@ -14,24 +14,21 @@ from pathlib import Path
 import httpx
 from eth_account.signers.local import LocalAccount
 
+from devstack.anvil import AnvilNode
+from devstack.gateway_process import GatewayProcess, write_config
+from devstack.simulator.server import CreateOSSimulator
 from gateway.config import load_settings
-from gateway.devstack.anvil import AnvilNode
-from gateway.devstack.gateway_process import GatewayProcess, write_config
-from gateway.devstack.simulator import CreateOSSimulator
 from gateway.store.embedded import EmbeddedRedis
-from tests.conftest import LOCAL_CONFIG, SettingsFactory
 from tests.deploy_support import (
     ARBITRUM_USDC,
     UPLOAD_FILES,
-    Gateway,
     deploy,
     deploy_body,
     deploy_settings,
-    pay,
-    running_gateway,
     signed,
 )
-from tests.support import TcpProxy
+from tests.payment_support import pay
+from tests.support import LOCAL_CONFIG, Gateway, SettingsFactory, TcpProxy, running_gateway
 
 HALF_USD = 500_000
 

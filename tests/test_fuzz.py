@@ -39,15 +39,15 @@ from schemathesis.checks import (
 )
 from starlette.routing import Route
 
+from devstack.anvil import AnvilNode
+from devstack.server_thread import ServerThread
+from devstack.simulator.server import CreateOSSimulator
 from gateway.app import create_app
 from gateway.config import load_settings
-from gateway.devstack.anvil import AnvilNode
-from gateway.devstack.server_thread import ServerThread
-from gateway.devstack.simulator import CreateOSSimulator
 from gateway.web.openapi import AUTH_PARAMETERS, PATHS, build_document
 from gateway.web.routes import routes
-from tests.conftest import LOCAL_CONFIG
 from tests.deploy_support import SIM_KEY, fresh_config
+from tests.support import LOCAL_CONFIG
 
 POSITIVE_CHECKS = [
     not_a_server_error,

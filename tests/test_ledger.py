@@ -10,7 +10,7 @@ import pytest
 from gateway.errors import Unavailable
 from gateway.ledger import ApplyOutcome, ClaimOutcome, CreditOutcome, EntryKind, Ledger
 from gateway.store import Store, connect_store
-from tests.support import TcpProxy
+from tests.support import TcpProxy, raw_redis
 
 WALLET = "0x" + "ab" * 20
 TX = "0x" + "12" * 32
@@ -41,7 +41,7 @@ async def test_entries_sum_to_balance(ledger: Ledger) -> None:
 
 async def test_consistency_check_detects_a_silent_edit(ledger: Ledger, store: Store) -> None:
     await ledger.apply(WALLET, EntryKind.ADJUSTMENT, 100, ref="op", reason="x")
-    await store.redis.incrby(store.keys.balance(WALLET), 5)  # an edit without an entry
+    await raw_redis(store).incrby(store.keys.balance(WALLET), 5)  # an edit without an entry
     assert not (await ledger.check_consistency(WALLET)).ok
 
 

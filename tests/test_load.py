@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from bench.load_mix import RATE_LIMIT, check_books, gateway_config, run_mix, two_gateways
-from gateway.devstack.anvil import AnvilNode
-from gateway.devstack.simulator import CreateOSSimulator
+from devstack.anvil import AnvilNode
+from devstack.simulator.server import CreateOSSimulator
 from tests.deploy_support import SIM_KEY
 
 

@@ -17,21 +17,22 @@ import httpx
 import pytest
 from eth_account.signers.local import LocalAccount
 
+from devstack.anvil import AnvilNode
+from devstack.clock import ManualClock
+from devstack.simulator.server import CreateOSSimulator
 from gateway.app import create_app
 from gateway.client.signing import auth_headers
 from gateway.config import Settings
-from gateway.devstack.anvil import AnvilNode
-from gateway.devstack.clock import ManualClock
-from gateway.devstack.simulator import CreateOSSimulator
-from gateway.leader import drop_lease, hold_lease
 from gateway.ledger import EntryKind, Ledger
-from gateway.metering import HOURS_PER_MONTH, Metering, hour_cost, hour_of
-from gateway.ownership import Ownership, ProjectRecord, ProjectStatus
+from gateway.projects.metering import HOURS_PER_MONTH, Metering, hour_cost, hour_of
+from gateway.projects.records import Ownership, ProjectRecord, ProjectStatus
 from gateway.store import Store, connect_store
+from gateway.store.leases import drop_lease, hold_lease
 from gateway.upstream import CreateOSClient
 from gateway.web.services import Services
-from tests.conftest import SettingsFactory
-from tests.deploy_support import SIM_KEY, deploy_body, pay
+from tests.deploy_support import SIM_KEY, deploy_body
+from tests.payment_support import pay
+from tests.support import SettingsFactory
 
 WALLET = "0x" + "ab" * 20
 HOUR = 3600.0

@@ -15,20 +15,12 @@ import pytest
 from eth_account.signers.local import LocalAccount
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.devstack.anvil import AnvilNode
-from gateway.devstack.simulator import CreateOSSimulator
+from devstack.anvil import AnvilNode
+from devstack.simulator.server import CreateOSSimulator
 from gateway.logs import make_handler, redact_text
-from tests.conftest import SettingsFactory
-from tests.deploy_support import (
-    SIM_KEY,
-    Gateway,
-    deploy_settings,
-    files_upload,
-    pay,
-    random_tx,
-    running_gateway,
-    signed,
-)
+from tests.deploy_support import SIM_KEY, deploy_settings, files_upload, random_tx, signed
+from tests.payment_support import pay
+from tests.support import Gateway, SettingsFactory, running_gateway
 
 ADMIN_TOKEN = "adm-" + "Q" * 8 + "-observability-token"
 

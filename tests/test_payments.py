@@ -9,10 +9,9 @@ import time
 import pytest
 from eth_account.signers.local import LocalAccount
 
-from gateway.devstack.anvil import AnvilNode
-from gateway.devstack.simulator import CreateOSSimulator
-from tests.conftest import PAY_TO, USDC, SettingsFactory
-from tests.deploy_support import Gateway, deploy, deploy_body, random_tx
+from devstack.anvil import AnvilNode
+from devstack.simulator.server import CreateOSSimulator
+from tests.deploy_support import deploy, deploy_body, random_tx
 from tests.payment_support import (
     ARBITRUM,
     BASE,
@@ -28,6 +27,7 @@ from tests.payment_support import (
     token_address,
     topup,
 )
+from tests.support import PAY_TO, USDC, Gateway, SettingsFactory
 
 __all__ = ["pgw"]  # the fixture, used by name
 

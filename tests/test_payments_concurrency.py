@@ -13,13 +13,13 @@ from pathlib import Path
 import httpx
 from eth_account.signers.local import LocalAccount
 
+from devstack.anvil import AnvilNode
+from devstack.gateway_process import GatewayProcess, write_config
 from gateway.client.signing import auth_headers
-from gateway.devstack.anvil import AnvilNode
-from gateway.devstack.gateway_process import GatewayProcess, write_config
 from gateway.ledger import Ledger
 from gateway.store import connect_store
-from tests.conftest import LOCAL_CONFIG
 from tests.payment_support import ARBITRUM, assert_store_invariants, pay
+from tests.support import LOCAL_CONFIG
 
 SUBMISSIONS = 50
 

@@ -12,10 +12,9 @@ import pytest
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
+from devstack.anvil import AnvilNode
 from gateway.chains import ChainClient
-from gateway.devstack.anvil import AnvilNode
 from gateway.types import Finality
-from tests.conftest import USDC, SettingsFactory
 from tests.payment_support import (
     ARBITRUM,
     assert_invariants,
@@ -25,6 +24,7 @@ from tests.payment_support import (
     topup,
     with_chain,
 )
+from tests.support import USDC, SettingsFactory, raw_redis
 
 
 def dead_url() -> str:
@@ -99,7 +99,7 @@ async def test_finalized_policy_waits_for_the_finalized_tag(
         assert credited.status_code == 200, credited.text
         # Credited at finality: nothing left for the re-check.
         store = gateway.services.store
-        assert await store.redis.zcard(store.keys.recheck_queue()) == 0
+        assert await raw_redis(store).zcard(store.keys.recheck_queue()) == 0
         await assert_invariants(gateway)
 
 
@@ -136,7 +136,7 @@ async def test_a_payment_above_the_threshold_waits_for_finalized(
         assert record is not None and record["finality"] == "finalized"
         # Only the small one, credited at latest, waits for the re-check.
         store = gateway.services.store
-        assert await store.redis.zcard(store.keys.recheck_queue()) == 1
+        assert await raw_redis(store).zcard(store.keys.recheck_queue()) == 1
         await assert_invariants(gateway)
 
 

@@ -9,21 +9,21 @@ import pytest
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
-from gateway.devstack.clock import ManualClock
-from gateway.devstack.simulator import CreateOSSimulator
-from gateway.ownership import ProjectStatus
-from gateway.projects import map_status
+from devstack.clock import ManualClock
+from devstack.simulator.server import CreateOSSimulator
+from gateway.projects.reads import map_status
+from gateway.projects.records import ProjectStatus
 from gateway.upstream import BuildLogLine, Deployment
 from tests.deploy_support import (
     FINISH_SECONDS,
     ONE_USD,
-    Gateway,
     deploy,
     deploy_body,
     files_upload,
     signed,
     status,
 )
+from tests.support import Gateway
 
 DEPLOYMENT = r"/v1/projects/[^/]+/deployments/[^/]+"
 ISO_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")

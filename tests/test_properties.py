@@ -15,12 +15,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from starlette.datastructures import Headers
 
-from gateway.auth import parse_auth_headers, recover_signer
+from gateway.access.auth import parse_auth_headers, recover_signer
 from gateway.client.signing import auth_headers
 from gateway.config import PROJECT_ROOT, load_settings
+from gateway.deploy.validation import safe_path
 from gateway.errors import AuthFailed, BadRequest, RateLimited
 from gateway.logs import redact_text
-from gateway.payments import resolve_chain, resolve_token
+from gateway.payments.quote import resolve_chain, resolve_token
 from gateway.types import (
     MICRO_USD_PER_USD,
     canonical_tx_hash,
@@ -30,7 +31,6 @@ from gateway.types import (
     usd_to_micro,
 )
 from gateway.upstream.envelope import parse_retry_after
-from gateway.validation import safe_path
 from gateway.web.deploy import payment_headers
 from gateway.web.middleware import client_ip, request_id_from
 

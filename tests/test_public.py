@@ -7,9 +7,8 @@ import socket
 import httpx
 import pytest
 
-from gateway.devstack.anvil import CANONICAL_TOKENS, AnvilNode
-from tests.conftest import PAY_TO
-from tests.support import serve_in_process
+from devstack.anvil import CANONICAL_TOKENS, AnvilNode
+from tests.support import PAY_TO, running_gateway
 
 
 def dead_url() -> str:
@@ -43,7 +42,8 @@ async def test_ready_names_the_failing_chain(make_settings, chains: dict[str, An
             "base": type(base)(**{**_fields(base), "rpc_urls": (dead_url(),)}),
         }
     )
-    async with serve_in_process(settings) as gateway:
+    async with running_gateway(settings) as gateway_gw:
+        gateway = gateway_gw.client
         response = await gateway.get("/health/ready")
     assert response.status_code == 503
     assert response.json()["failing"] == ["rpc:base"]
@@ -62,9 +62,10 @@ async def test_ready_names_a_token_that_is_not_what_the_config_says(
     for token, says in ((no_code, "has no code"), (wrong_decimals, "has 6 decimals")):
         tokens = {**arbitrum.tokens, "usdc": token}
         changed = type(arbitrum)(**{**_fields(arbitrum), "tokens": tokens})
-        async with serve_in_process(
+        async with running_gateway(
             settings.with_overrides(chains={**settings.chains, "arbitrum": changed})
-        ) as gateway:
+        ) as gateway_gw:
+            gateway = gateway_gw.client
             response = await gateway.get("/health/ready")
         assert response.status_code == 503
         assert response.json()["failing"] == ["rpc:arbitrum"]
@@ -100,7 +101,8 @@ async def test_disabled_token_is_not_listed(make_settings, chains: dict[str, Anv
     settings = settings.with_overrides(
         chains={**settings.chains, "base": type(base)(**{**_fields(base), "tokens": only_usdc})}
     )
-    async with serve_in_process(settings) as gateway:
+    async with running_gateway(settings) as gateway_gw:
+        gateway = gateway_gw.client
         chains_body = (await gateway.get("/agent/chains")).json()["chains"]
     assert chains_body[1]["tokens"] == ["usdc"]
 
@@ -178,7 +180,8 @@ async def test_balance_fails_over_when_first_rpc_is_down(
             "arbitrum": type(arb)(**{**_fields(arb), "rpc_urls": (dead_url(), arbitrum.url)}),
         }
     )
-    async with serve_in_process(settings) as gateway:
+    async with running_gateway(settings) as gateway_gw:
+        gateway = gateway_gw.client
         response = await gateway.get(f"/agent/balance/{holder}?chain=arbitrum")
     assert response.status_code == 200, response.text
     assert response.json()["balances"][0]["balance_raw"] == "5000000"
@@ -195,7 +198,8 @@ async def test_balance_503_when_every_rpc_is_down(
             "arbitrum": type(arb)(**{**_fields(arb), "rpc_urls": (dead_url(), dead_url())}),
         }
     )
-    async with serve_in_process(settings) as gateway:
+    async with running_gateway(settings) as gateway_gw:
+        gateway = gateway_gw.client
         response = await gateway.get("/agent/balance/0x" + "11" * 20 + "?chain=arbitrum")
     assert response.status_code == 503
     assert "arbitrum" in response.json()["error"]
@@ -214,6 +218,7 @@ async def test_rpc_serving_the_wrong_chain_is_not_used(
             "arbitrum": type(arb)(**{**_fields(arb), "rpc_urls": (chains["base"].url,)}),
         }
     )
-    async with serve_in_process(settings) as gateway:
+    async with running_gateway(settings) as gateway_gw:
+        gateway = gateway_gw.client
         response = await gateway.get("/agent/balance/0x" + "11" * 20 + "?chain=arbitrum")
     assert response.status_code == 503

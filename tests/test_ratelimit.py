@@ -7,13 +7,15 @@ import ipaddress
 import pytest
 
 from gateway.web.middleware import client_ip
-from tests.support import serve_in_process
+from tests.support import running_gateway
 
 
 async def test_429_after_30_requests_shared_by_two_app_instances(make_settings) -> None:
     settings = make_settings()
     wallet = {"X-Wallet-Address": "0x" + "ab" * 20}
-    async with serve_in_process(settings) as first, serve_in_process(settings) as second:
+    async with running_gateway(settings) as first_gw, running_gateway(settings) as second_gw:
+        first = first_gw.client
+        second = second_gw.client
         for i in range(30):
             client = first if i % 2 == 0 else second
             response = await client.get("/agent/chains", headers=wallet)
@@ -29,16 +31,18 @@ async def test_429_after_30_requests_shared_by_two_app_instances(make_settings) 
 
 
 async def test_health_is_not_rate_limited(make_settings) -> None:
-    async with serve_in_process(make_settings(rate_limit_requests=2)) as gateway:
+    async with running_gateway(make_settings(rate_limit_requests=2)) as gateway_gw:
+        gateway = gateway_gw.client
         for _ in range(5):
             assert (await gateway.get("/health")).status_code == 200
 
 
 async def test_budget_refills_with_the_clock(make_settings) -> None:
-    from gateway.devstack.clock import ManualClock
+    from devstack.clock import ManualClock
 
     clock = ManualClock()
-    async with serve_in_process(make_settings(rate_limit_requests=30), clock=clock) as gateway:
+    async with running_gateway(make_settings(rate_limit_requests=30), clock=clock) as gateway_gw:
+        gateway = gateway_gw.client
         for _ in range(30):
             assert (await gateway.get("/agent/chains")).status_code == 200
         limited = await gateway.get("/agent/chains")
@@ -51,7 +55,8 @@ async def test_budget_refills_with_the_clock(make_settings) -> None:
 
 async def test_garbage_wallet_headers_share_one_bucket(make_settings) -> None:
     """Rotating malformed X-Wallet-Address values does not buy new budgets."""
-    async with serve_in_process(make_settings(rate_limit_requests=3)) as gateway:
+    async with running_gateway(make_settings(rate_limit_requests=3)) as gateway_gw:
+        gateway = gateway_gw.client
         codes = [
             (
                 await gateway.get("/agent/chains", headers={"X-Wallet-Address": f"junk{i}"})
@@ -83,7 +88,8 @@ def test_client_ip(peer: str | None, xff: str | None, expected: str) -> None:
 async def test_forged_forwarded_for_from_untrusted_peer_does_not_reset_budget(
     make_settings,
 ) -> None:
-    async with serve_in_process(make_settings(rate_limit_requests=2)) as gateway:
+    async with running_gateway(make_settings(rate_limit_requests=2)) as gateway_gw:
+        gateway = gateway_gw.client
         codes = [
             (
                 await gateway.get("/agent/chains", headers={"X-Forwarded-For": f"9.9.9.{i}"})
@@ -95,9 +101,10 @@ async def test_forged_forwarded_for_from_untrusted_peer_does_not_reset_budget(
 
 async def test_trusted_proxy_separates_clients(make_settings) -> None:
     trusted = (ipaddress.ip_network("127.0.0.1/32"),)
-    async with serve_in_process(
+    async with running_gateway(
         make_settings(rate_limit_requests=2, trusted_proxies=trusted)
-    ) as gateway:
+    ) as gateway_gw:
+        gateway = gateway_gw.client
         codes = [
             (
                 await gateway.get("/agent/chains", headers={"X-Forwarded-For": f"9.9.9.{i}"})
@@ -117,7 +124,8 @@ async def test_authenticated_requests_share_the_budget_and_failures_count(
     from gateway.client.signing import auth_headers
 
     account = Account.create()
-    async with serve_in_process(make_settings(chains, rate_limit_requests=6)) as gateway:
+    async with running_gateway(make_settings(chains, rate_limit_requests=6)) as gateway_gw:
+        gateway = gateway_gw.client
         ok = await gateway.get("/agent/credits", headers=auth_headers(account))
         assert ok.status_code == 200
         forged = auth_headers(Account.create(), address=account.address)
@@ -157,8 +165,8 @@ def test_served_gateway_ignores_forwarded_for_from_a_local_peer(
     GATEWAY_TRUSTED_PROXIES (empty here) is believed."""
     import httpx
 
-    from gateway.devstack.gateway_process import GatewayProcess, write_config
-    from tests.conftest import LOCAL_CONFIG
+    from devstack.gateway_process import GatewayProcess, write_config
+    from tests.support import LOCAL_CONFIG
 
     changes = {"gateway.redis_key_prefix": key_prefix, "rate_limit.requests": 2}
     config = write_config(tmp_path / "gateway.toml", LOCAL_CONFIG, changes)

@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 from eth_account.signers.local import LocalAccount
 
-from gateway.devstack.anvil import CANONICAL_TOKENS, AnvilNode, find_anvil_binary
-from tests.conftest import PAY_TO, USDC, SettingsFactory
+from devstack.anvil import CANONICAL_TOKENS, AnvilNode, find_anvil_binary
 from tests.payment_support import (
     ARBITRUM,
     assert_invariants,
@@ -22,6 +21,7 @@ from tests.payment_support import (
     running_gateway,
     topup,
 )
+from tests.support import PAY_TO, USDC, SettingsFactory
 
 USDC_ADDRESS = CANONICAL_TOKENS[ARBITRUM]["usdc"]
 

@@ -15,6 +15,7 @@ import redis.asyncio as aioredis
 from gateway.errors import Unavailable
 from gateway.store import Store, connect_store
 from gateway.store.embedded import EmbeddedRedis
+from tests.support import raw_redis
 
 NOW_MS = 1_700_000_000_000
 LIMIT = 30
@@ -74,7 +75,7 @@ async def test_each_caller_gets_its_own_error(own_redis: str) -> None:
 async def test_a_script_the_server_forgot_is_loaded_again(own_redis: str) -> None:
     store = await connect_store(own_redis, "t:")
     try:
-        await store.redis.script_flush()
+        await raw_redis(store).script_flush()
         alone = await hit(store, "alone")
         together = await asyncio.gather(*(hit(store, f"k{i}") for i in range(5)))
         assert [int(v) for v in alone] == [1, 0]

@@ -1,4 +1,4 @@
-"""gateway.validation: every rule of SPEC section 4 step 1, as pure function calls."""
+"""gateway.deploy.validation: every rule of SPEC section 4 step 1, as pure function calls."""
 
 from __future__ import annotations
 
@@ -12,8 +12,7 @@ from typing import Any
 import pytest
 
 from gateway.config import Settings, load_settings
-from gateway.errors import BadRequest
-from gateway.validation import (
+from gateway.deploy.validation import (
     DeployRequest,
     FilesUpload,
     ZipUpload,
@@ -25,7 +24,8 @@ from gateway.validation import (
     validate_redeploy,
     validate_settings,
 )
-from tests.conftest import LOCAL_CONFIG
+from gateway.errors import BadRequest
+from tests.support import LOCAL_CONFIG
 
 
 @pytest.fixture(scope="module")

@@ -39,6 +39,7 @@ from typing import Any, Self, TypeVar
 
 import httpx
 
+from gateway.headers import CONTENT_LENGTH, CONTENT_TYPE, CREATEOS_API_KEY, RETRY_AFTER
 from gateway.metrics import GatewayMetrics, upstream_endpoint
 from gateway.upstream.envelope import parse_envelope
 from gateway.upstream.errors import (
@@ -102,7 +103,7 @@ class CreateOSClient:
         self._http = httpx.AsyncClient(
             base_url=_api_root(base_url),
             headers={
-                "X-Api-Key": api_key,
+                CREATEOS_API_KEY: api_key,
                 "Accept": "application/json",
                 "User-Agent": _USER_AGENT,
             },
@@ -249,7 +250,7 @@ class CreateOSClient:
         return _id_of(payload, "upload reply")
 
     async def _upload_files_body(self, project_id: str, body: _FilesBody) -> str:
-        headers = {"Content-Type": "application/json", "Content-Length": str(body.length)}
+        headers = {CONTENT_TYPE: "application/json", CONTENT_LENGTH: str(body.length)}
         payload = await self._retrying(
             lambda: self._send(
                 "PUT",
@@ -404,7 +405,7 @@ class CreateOSClient:
             return parse_envelope(
                 response.status_code,
                 response.content,
-                retry_after=response.headers.get("Retry-After"),
+                retry_after=response.headers.get(RETRY_AFTER),
             )
         except UpstreamError as exc:
             error_kind = type(exc).__name__.removeprefix("Upstream").lower() or "error"

@@ -25,6 +25,7 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.errors import Unavailable, UpstreamFailed
+from gateway.headers import RETRY_AFTER
 
 __all__ = [
     "UpstreamError",
@@ -110,7 +111,7 @@ class UpstreamThrottled(Unavailable, UpstreamError):
         super().__init__(
             internal=internal,
             upstream_status=upstream_status,
-            headers={"Retry-After": str(retry_after)},
+            headers={RETRY_AFTER: str(retry_after)},
             retry_after=retry_after,
         )
         self.retry_after = retry_after

@@ -15,9 +15,9 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from gateway.deploy.idempotency import parse_key
 from gateway.errors import AuthFailed, BadRequest, NotFound
-from gateway.idempotency import HEADER as IDEMPOTENCY_HEADER
-from gateway.idempotency import parse_key
+from gateway.headers import IDEMPOTENCY_KEY, WWW_AUTHENTICATE
 from gateway.web.deploy import answer_once
 from gateway.web.responses import json_response
 from gateway.web.services import services
@@ -40,7 +40,7 @@ def require_operator(request: Request) -> None:
         raise AuthFailed(
             "Admin bearer token missing or wrong",
             code="admin_auth",
-            headers={"WWW-Authenticate": "Bearer"},
+            headers={WWW_AUTHENTICATE: "Bearer"},
         )
 
 
@@ -62,7 +62,7 @@ async def adjust(request: Request) -> Response:
     the first answer instead of moving the money a second time."""
     require_operator(request)
     svc = services(request)
-    key = parse_key(request.headers.get(IDEMPOTENCY_HEADER))
+    key = parse_key(request.headers.get(IDEMPOTENCY_KEY))
     raw = await request.body()
 
     async def run() -> tuple[int, dict[str, Any]]:

@@ -8,8 +8,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.errors import BadRequest
-from gateway.ownership import ProjectStatus
-from gateway.payments import HEADER_CHAIN, HEADER_TOKEN, HEADER_TX
+from gateway.headers import PAYMENT_CHAIN, PAYMENT_TOKEN, PAYMENT_TX
+from gateway.projects.records import ProjectStatus
 from gateway.types import micro_to_credits, micro_to_usd_number
 from gateway.web.responses import json_response
 from gateway.web.services import authenticated, services
@@ -63,16 +63,16 @@ async def topup(request: Request) -> Response:
     Same verification and errors as a paid deploy (``PaymentService.accept``).
     """
     wallet = await authenticated(request)
-    tx = request.headers.get(HEADER_TX)
+    tx = request.headers.get(PAYMENT_TX)
     if not tx:
         raise BadRequest(
-            f"{HEADER_TX} header is required", code="missing_payment_tx", field=HEADER_TX
+            f"{PAYMENT_TX} header is required", code="missing_payment_tx", field=PAYMENT_TX
         )
     credited = await services(request).payments.accept(
         wallet,
         tx=tx,
-        chain=request.headers.get(HEADER_CHAIN),
-        token=request.headers.get(HEADER_TOKEN),
+        chain=request.headers.get(PAYMENT_CHAIN),
+        token=request.headers.get(PAYMENT_TOKEN),
     )
     return json_response(
         {

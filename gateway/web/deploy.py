@@ -1,7 +1,7 @@
 """Deploy routes: ``POST /agent/deploy``, a deployment's status and its logs (SPEC 3, 4).
 
-Handlers stay thin: authenticate, read and validate the body (``gateway.validation``), hand
-the request to ``gateway.deploy.DeployFlow`` and render its answer. The body of an upload is
+Handlers stay thin: authenticate, read and validate the body (``gateway.deploy.validation``), hand
+the request to ``gateway.deploy.flow.DeployFlow`` and render its answer. The body of an upload is
 read once into one buffer, decoded to text, and freed before the JSON is parsed, so a ~65 MB
 deploy is never held more than twice; parsing and validating a large body run in a worker
 thread so the event loop keeps serving other requests.
@@ -20,11 +20,17 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.config import Settings
-from gateway.deploy import PaymentHeaders
+from gateway.deploy.flow import PaymentHeaders
+from gateway.deploy.idempotency import StoredAnswer, fingerprint, parse_key
+from gateway.deploy.validation import invalid, parse_json_object, validate_deploy
 from gateway.errors import BadRequest
-from gateway.idempotency import HEADER as IDEMPOTENCY_HEADER
-from gateway.idempotency import StoredAnswer, fingerprint, parse_key
-from gateway.validation import invalid, parse_json_object, validate_deploy
+from gateway.headers import (
+    IDEMPOTENCY_KEY,
+    PAYMENT_CHAIN,
+    PAYMENT_TOKEN,
+    PAYMENT_TX,
+    USE_EXISTING_CREDITS,
+)
 from gateway.web.responses import json_response
 from gateway.web.services import Services, authenticated, services
 
@@ -83,10 +89,10 @@ def payment_headers(headers: Headers) -> PaymentHeaders:
         return headers.get(name, "").strip() or None
 
     return PaymentHeaders(
-        tx=value("x-payment-tx"),
-        chain=value("x-payment-chain"),
-        token=value("x-payment-token"),
-        use_existing_credits=(headers.get("x-use-existing-credits", "").strip().lower() == "true"),
+        tx=value(PAYMENT_TX),
+        chain=value(PAYMENT_CHAIN),
+        token=value(PAYMENT_TOKEN),
+        use_existing_credits=(headers.get(USE_EXISTING_CREDITS, "").strip().lower() == "true"),
     )
 
 
@@ -99,7 +105,7 @@ async def answer_once(
     run: Callable[[], Awaitable[tuple[int, dict[str, Any]]]],
 ) -> Response:
     """Run ``run`` at most once per ``Idempotency-Key`` within ``scope`` (a wallet's address,
-    or ``operator`` for the admin routes; see ``gateway.idempotency``)."""
+    or ``operator`` for the admin routes; see ``gateway.deploy.idempotency``)."""
     if key is None:
         status, answer = await run()
         return json_response(answer, status=status)
@@ -121,7 +127,7 @@ async def answer_once(
 async def deploy(request: Request) -> Response:
     wallet = await authenticated(request)
     svc = services(request)
-    key = parse_key(request.headers.get(IDEMPOTENCY_HEADER))
+    key = parse_key(request.headers.get(IDEMPOTENCY_KEY))
     payment = payment_headers(request.headers)
     body = await read_body(request)
 

@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.errors import AuthFailed
+from gateway.headers import WWW_AUTHENTICATE
 from gateway.metrics import CONTENT_TYPE
 from gateway.web.services import services
 
@@ -35,6 +36,6 @@ async def metrics(request: Request) -> Response:
         raise AuthFailed(
             "GET /metrics needs Authorization: Bearer <GATEWAY_ADMIN_TOKEN>",
             code="admin_token_required",
-            headers={"WWW-Authenticate": "Bearer"},
+            headers={WWW_AUTHENTICATE: "Bearer"},
         )
     return Response(svc.metrics.render(), media_type=CONTENT_TYPE)

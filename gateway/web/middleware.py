@@ -17,14 +17,15 @@ from collections.abc import Callable, Sequence
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.access.ratelimit import RateLimiter
 from gateway.errors import GatewayError, PayloadTooLarge
+from gateway.headers import FORWARDED_FOR, REQUEST_ID, WALLET_ADDRESS, raw_header
 from gateway.logs import RequestContext, enter_request, leave_request
-from gateway.ratelimit import RateLimiter
 from gateway.web.responses import send_error
 
+_RAW_REQUEST_ID = raw_header(REQUEST_ID)
 access_log = logging.getLogger("gateway.access")
 
-REQUEST_ID_HEADER = "X-Request-Id"
 #: An incoming X-Request-Id is reused only when it is a short token of these characters;
 #: anything else (too long, spaces, control or non-ASCII characters) is replaced.
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
@@ -60,7 +61,7 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = request_id_from(Headers(scope=scope).get("x-request-id"))
+        request_id = request_id_from(Headers(scope=scope).get(REQUEST_ID))
         context = RequestContext(request_id, scope["method"], scope["path"])
         token = enter_request(context)
         started = self.timer()
@@ -71,9 +72,9 @@ class RequestContextMiddleware:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 headers = [
-                    (k, v) for k, v in message.get("headers", []) if k.lower() != b"x-request-id"
+                    (k, v) for k, v in message.get("headers", []) if k.lower() != _RAW_REQUEST_ID
                 ]
-                headers.append((b"x-request-id", request_id.encode()))
+                headers.append((_RAW_REQUEST_ID, request_id.encode()))
                 message = {**message, "headers": headers}
             await send(message)
 
@@ -195,8 +196,8 @@ class RateLimitMiddleware:
             return
         headers = Headers(scope=scope)
         peer = scope.get("client")
-        ip = client_ip(peer[0] if peer else None, headers.get("x-forwarded-for"), self.trusted)
-        wallet = headers.get("x-wallet-address", "")
+        ip = client_ip(peer[0] if peer else None, headers.get(FORWARDED_FOR), self.trusted)
+        wallet = headers.get(WALLET_ADDRESS, "")
         # Only a well-formed address names a bucket: arbitrary header text never becomes a key.
         wallet_key = wallet.lower() if _WALLET_RE.match(wallet) else "-"
         limiter: RateLimiter = scope["app"].state.services.limiter

@@ -12,7 +12,19 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.validation import MAX_PATH_LENGTH, MAX_ZIP_FILENAME
+from gateway.deploy.validation import MAX_PATH_LENGTH, MAX_ZIP_FILENAME
+from gateway.headers import (
+    IDEMPOTENCY_KEY,
+    NONCE,
+    PAYMENT_CHAIN,
+    PAYMENT_TOKEN,
+    PAYMENT_TX,
+    REQUEST_ID,
+    SIGNATURE,
+    TIMESTAMP,
+    USE_EXISTING_CREDITS,
+    WALLET_ADDRESS,
+)
 from gateway.web.responses import json_response
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
@@ -26,9 +38,9 @@ AUTH_PARAMETERS: list[dict[str, Any]] = [
     {"$ref": "#/components/parameters/Nonce"},
 ]
 PAYMENT_PARAMETERS: list[dict[str, Any]] = [
-    {"name": "X-Payment-Tx", "in": "header", "required": False, "schema": {"type": "string"}},
-    {"name": "X-Payment-Chain", "in": "header", "required": False, "schema": {"type": "string"}},
-    {"name": "X-Payment-Token", "in": "header", "required": False, "schema": {"type": "string"}},
+    {"name": PAYMENT_TX, "in": "header", "required": False, "schema": {"type": "string"}},
+    {"name": PAYMENT_CHAIN, "in": "header", "required": False, "schema": {"type": "string"}},
+    {"name": PAYMENT_TOKEN, "in": "header", "required": False, "schema": {"type": "string"}},
 ]
 
 
@@ -169,7 +181,7 @@ _QUOTE = _obj(
 
 _DEPLOYED = _obj(projectId=_STR, deploymentId=_STR, status=_STR, message=_STR, warning=_STR)
 _IDEMPOTENCY_KEY: dict[str, Any] = {
-    "name": "Idempotency-Key",
+    "name": IDEMPOTENCY_KEY,
     "in": "header",
     "required": False,
     "description": "Same wallet (or operator) and key within 24 h: the first successful "
@@ -178,7 +190,7 @@ _IDEMPOTENCY_KEY: dict[str, Any] = {
 }
 _DEPLOY_HEADERS: list[dict[str, Any]] = [
     *PAYMENT_PARAMETERS,
-    {"name": "X-Use-Existing-Credits", "in": "header", "required": False, "schema": _STR},
+    {"name": USE_EXISTING_CREDITS, "in": "header", "required": False, "schema": _STR},
     _IDEMPOTENCY_KEY,
 ]
 
@@ -470,15 +482,15 @@ def build_document() -> dict[str, Any]:
             },
             "parameters": {
                 "WalletAddress": header(
-                    "X-Wallet-Address", "^0x[0-9a-fA-F]{40}$", "The paying/acting wallet"
+                    WALLET_ADDRESS, "^0x[0-9a-fA-F]{40}$", "The paying/acting wallet"
                 ),
                 "Signature": header(
-                    "X-Signature",
+                    SIGNATURE,
                     "^0x[0-9a-fA-F]{130,4096}$",
                     "EIP-191 personal_sign of '{wallet}:{timestamp}:{nonce}'",
                 ),
-                "Timestamp": header("X-Timestamp", "^[0-9]{1,16}$", "Unix milliseconds"),
-                "Nonce": header("X-Nonce", "^[A-Za-z0-9_-]{8,128}$", "Single-use per wallet"),
+                "Timestamp": header(TIMESTAMP, "^[0-9]{1,16}$", "Unix milliseconds"),
+                "Nonce": header(NONCE, "^[A-Za-z0-9_-]{8,128}$", "Single-use per wallet"),
             },
             "headers": {
                 "RequestId": {
@@ -493,7 +505,7 @@ def build_document() -> dict[str, Any]:
 
 
 _REQUEST_ID_PARAMETER = {
-    "name": "X-Request-Id",
+    "name": REQUEST_ID,
     "in": "header",
     "required": False,
     "description": "Reused as the response's X-Request-Id when it is a safe short token",
@@ -509,7 +521,7 @@ def _with_request_ids(paths: dict[str, dict[str, Any]]) -> dict[str, dict[str, A
         for operation in operations.values():
             operation["parameters"] = [*operation.get("parameters", []), _REQUEST_ID_PARAMETER]
             for response in operation["responses"].values():
-                response["headers"] = {"X-Request-Id": {"$ref": "#/components/headers/RequestId"}}
+                response["headers"] = {REQUEST_ID: {"$ref": "#/components/headers/RequestId"}}
     return decorated
 
 

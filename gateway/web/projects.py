@@ -7,9 +7,9 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.idempotency import HEADER as IDEMPOTENCY_HEADER
-from gateway.idempotency import parse_key
-from gateway.validation import validate_redeploy
+from gateway.deploy.idempotency import parse_key
+from gateway.deploy.validation import validate_redeploy
+from gateway.headers import IDEMPOTENCY_KEY
 from gateway.web.deploy import answer_once, payment_headers, read_body, validated
 from gateway.web.responses import json_response
 from gateway.web.services import authenticated, services
@@ -39,7 +39,7 @@ async def redeploy(request: Request) -> Response:
     wallet = await authenticated(request)
     svc = services(request)
     project_id = request.path_params["projectId"]
-    key = parse_key(request.headers.get(IDEMPOTENCY_HEADER))
+    key = parse_key(request.headers.get(IDEMPOTENCY_KEY))
     payment = payment_headers(request.headers)
     body = await read_body(request)
 

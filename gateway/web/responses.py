@@ -10,7 +10,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Send
 
-from gateway.errors import GatewayError, MethodNotAllowed, NotFound, Unavailable
+from gateway.errors import GatewayError, MethodNotAllowed, NotFound
+from gateway.headers import CACHE_CONTROL
 
 log = logging.getLogger("gateway.web")
 
@@ -24,7 +25,7 @@ def json_response(
 def error_response(error: GatewayError) -> JSONResponse:
     headers = dict(error.headers)
     if error.status == 402:
-        headers.setdefault("Cache-Control", "no-store")
+        headers.setdefault(CACHE_CONTROL, "no-store")
     return JSONResponse(error.body(), status_code=error.status, headers=headers)
 
 
@@ -62,8 +63,3 @@ async def handle_http_exception(request: Request, exc: Exception) -> Response:
     else:
         error = GatewayError(str(getattr(exc, "detail", "Error")), headers=headers, status=status)
     return error_response(error)
-
-
-async def handle_storage_error(request: Request, exc: Exception) -> Response:
-    log.error("storage unavailable: %r", exc)
-    return error_response(Unavailable("Storage unavailable", headers={"Retry-After": "5"}))

@@ -6,21 +6,21 @@ from dataclasses import dataclass
 
 from starlette.requests import Request
 
+from gateway.access.auth import WalletAuthenticator
+from gateway.access.ratelimit import RateLimiter
 from gateway.audit import Audit
-from gateway.auth import WalletAuthenticator
 from gateway.chains import ChainRegistry
 from gateway.config import Settings
-from gateway.deploy import DeployFlow
-from gateway.idempotency import Idempotency
+from gateway.deploy.flow import DeployFlow
+from gateway.deploy.idempotency import Idempotency
 from gateway.ledger import Ledger
 from gateway.logs import current_request
-from gateway.metering import Metering
 from gateway.metrics import GatewayMetrics
-from gateway.ownership import Ownership
-from gateway.payments import PaymentService
-from gateway.projects import Projects
-from gateway.ratelimit import RateLimiter
-from gateway.recheck import PaymentRechecker
+from gateway.payments.recheck import PaymentRechecker
+from gateway.payments.service import PaymentService
+from gateway.projects.metering import Metering
+from gateway.projects.reads import Projects
+from gateway.projects.records import Ownership
 from gateway.store import Store
 from gateway.types import Clock, Wallet
 from gateway.upstream import CreateOSClient

@@ -18,14 +18,14 @@ import pytest
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
+from devstack.anvil import CANONICAL_TOKENS, AnvilNode
+from devstack.gateway_process import GatewayProcess
+from devstack.server_thread import ServerThread
+from devstack.simulator.server import CreateOSSimulator, SimulatorConfig
 from gateway.client.agent import AgentClient
 from gateway.client.journal import FileJournal
 from gateway.client.models import Progress
 from gateway.config import PROJECT_ROOT
-from gateway.devstack.anvil import CANONICAL_TOKENS, AnvilNode
-from gateway.devstack.gateway_process import GatewayProcess
-from gateway.devstack.server_thread import ServerThread
-from gateway.devstack.simulator import CreateOSSimulator, SimulatorConfig
 
 SIM_KEY = "sim-test-key"
 ARBITRUM_USDC = CANONICAL_TOKENS[42161]["usdc"]

@@ -16,8 +16,8 @@ from eth_abi.abi import decode, encode
 from eth_utils.abi import function_signature_to_4byte_selector
 from eth_utils.crypto import keccak
 
-from gateway.devstack import anvil as anvil_module
-from gateway.devstack.anvil import (
+from devstack import anvil as anvil_module
+from devstack.anvil import (
     ANVIL_ACCOUNTS,
     CANONICAL_TOKENS,
     AnvilNode,
@@ -313,8 +313,8 @@ def test_production_abis_match_the_test_contracts() -> None:
         }
 
     artifacts = load_artifacts()
-    erc20 = json.loads((REPO_ROOT / "contracts_abi" / "erc20.json").read_text())
-    erc1271 = json.loads((REPO_ROOT / "contracts_abi" / "erc1271.json").read_text())
+    erc20 = json.loads((REPO_ROOT / "gateway" / "abi" / "erc20.json").read_text())
+    erc1271 = json.loads((REPO_ROOT / "gateway" / "abi" / "erc1271.json").read_text())
     assert signatures(erc20) <= signatures(artifacts["TestToken"]["abi"])
     assert "function balanceOf(address)" in signatures(erc20)
     assert "event Transfer(address,address,uint256)" in signatures(erc20)

@@ -13,9 +13,9 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
-from gateway.devstack.clock import ManualClock
-from gateway.devstack.server_thread import ServerThread
-from gateway.devstack.simulator import CreateOSSimulator, SimulatorConfig
+from devstack.clock import ManualClock
+from devstack.server_thread import ServerThread
+from devstack.simulator.server import CreateOSSimulator, SimulatorConfig
 
 KEY = "sim-test-key"
 OTHER_KEY = "sim-other-key"

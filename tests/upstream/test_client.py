@@ -17,9 +17,9 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from gateway.devstack.clock import ManualClock
-from gateway.devstack.server_thread import ServerThread
-from gateway.devstack.simulator import CreateOSSimulator, RecordedRequest, SimulatorConfig
+from devstack.clock import ManualClock
+from devstack.server_thread import ServerThread
+from devstack.simulator.server import CreateOSSimulator, RecordedRequest, SimulatorConfig
 from gateway.upstream import (
     CreateOSClient,
     UpstreamError,

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from devstack.simulator.server import CreateOSSimulator
 from gateway.config import PROJECT_ROOT
-from gateway.devstack.simulator import CreateOSSimulator
 from gateway.ledger import EntryKind, Ledger
 from gateway.types import checksum_address
-from tests.conftest import LOCAL_CONFIG, PAY_TO, SettingsFactory
-from tests.deploy_support import SIM_KEY, Gateway, running_gateway
+from tests.deploy_support import SIM_KEY
+from tests.support import LOCAL_CONFIG, PAY_TO, Gateway, SettingsFactory, running_gateway
 
 TOKEN = "operator-secret-token"
 WALLET = "0x" + "ab" * 20

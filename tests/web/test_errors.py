@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from tests.support import serve_in_process
+from tests.support import running_gateway
 
 
 async def test_unknown_route_is_json_404(gateway: httpx.AsyncClient) -> None:
@@ -22,9 +22,10 @@ async def test_wrong_method_is_json_405(gateway: httpx.AsyncClient) -> None:
 
 
 async def test_declared_oversized_body_gets_413_before_reading(make_settings) -> None:
-    async with serve_in_process(
+    async with running_gateway(
         make_settings(max_body_bytes=2048, max_upload_bytes=1024)
-    ) as gateway:
+    ) as gateway_gw:
+        gateway = gateway_gw.client
         response = await gateway.post(
             "/agent/deploy", content=b"x" * 4096, headers={"content-type": "application/json"}
         )

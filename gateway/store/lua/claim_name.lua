@@ -1,5 +1,5 @@
 -- Hold a uniqueName for a wallet through this gateway, so two wallets never both create it.
--- A claim taken here expires (a deploy in progress); ownership.record_project makes it
+-- A claim taken here expires (a deploy in progress); record_project.lua makes it
 -- permanent by writing the same key without a TTL.
 -- KEYS: name owner key   ARGV: wallet (lowercase), ttl_ms
 -- Returns 'claimed' (was free), 'mine' (already this wallet's; a temporary claim is renewed)

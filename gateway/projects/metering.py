@@ -34,8 +34,9 @@ balance covers each one's hour: unsuspend upstream, skip the suspended hours, ma
 burn the current hour.
 
 One leader. ``run_forever`` runs ``run_once`` in the one process holding the metering lease
-(``gateway.leader``); the hooks run wherever the payment or reversal happened. Correctness does
-not depend on the lease: burns are once-only in Lua and status changes are compare-and-set.
+(``gateway.store.leases``); the hooks run wherever the payment or reversal happened.
+Correctness does not depend on the lease: burns are once-only in Lua and status changes are
+compare-and-set.
 """
 
 from __future__ import annotations
@@ -48,11 +49,11 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from gateway.config import Settings
-from gateway.leader import lead_forever
 from gateway.ledger import BurnOutcome, Ledger
 from gateway.metrics import GatewayMetrics
-from gateway.ownership import Ownership, ProjectRecord, ProjectStatus
+from gateway.projects.records import Ownership, ProjectRecord, ProjectStatus
 from gateway.store import Store
+from gateway.store.leases import lead_forever
 from gateway.types import Clock, system_clock
 from gateway.upstream import UpstreamError
 

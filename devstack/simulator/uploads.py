@@ -23,8 +23,8 @@ import zlib
 from email.message import Message
 from typing import Any
 
-from gateway.devstack.simulator_model import Marker, Outcome, UploadedFile
-from gateway.devstack.simulator_rules import (
+from devstack.simulator.model import Marker, Outcome, UploadedFile
+from devstack.simulator.rules import (
     MAX_FILES_PER_JSON_UPLOAD,
     bad_request,
     check_file_path,

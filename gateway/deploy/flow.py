@@ -1,6 +1,6 @@
 """The paid deploy flow (SPEC section 4), top to bottom.
 
-    validate (web layer, ``gateway.validation``) -> lock (wallet, name) -> name free?
+    validate (web layer, ``gateway.deploy.validation``) -> lock (wallet, name) -> name free?
     -> quote -> verify and credit the payment, if any -> decide on credits
     -> create the project (or adopt the half-made one) -> upload (or adopt the deployment)
     -> record project -> wallet -> 200 "deploying"
@@ -40,14 +40,13 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeGuard, TypeVar
 
 from gateway.config import Settings
-from gateway.deploy_records import (
-    ATTEMPT_TTL_MS,
-    Attempt,
-    DeployAttempts,
-    DeployLocks,
-    NameClaims,
-    NameOutcome,
-    Step,
+from gateway.deploy.attempts import ATTEMPT_TTL_MS, Attempt, DeployAttempts, DeployLocks, Step
+from gateway.deploy.validation import (
+    DeployRequest,
+    FilesUpload,
+    RedeployRequest,
+    Upload,
+    UploadFile,
 )
 from gateway.errors import (
     Conflict,
@@ -56,18 +55,19 @@ from gateway.errors import (
     Unavailable,
     UpstreamFailed,
 )
+from gateway.headers import RETRY_AFTER
 from gateway.ledger import Ledger
 from gateway.metrics import GatewayMetrics
-from gateway.ownership import Ownership, ProjectStatus
-from gateway.payments import (
+from gateway.payments.quote import (
     DeployOnCredits,
-    PaymentCredited,
     Quote,
     QuoteRequired,
     decide,
     make_quote,
     quote_required_error,
 )
+from gateway.payments.service import PaymentCredited
+from gateway.projects.records import NameClaims, NameOutcome, Ownership, ProjectStatus
 from gateway.store import Store
 from gateway.types import Clock, Wallet, micro_to_usd_number, micro_to_usd_string, system_clock
 from gateway.upstream import (
@@ -79,7 +79,6 @@ from gateway.upstream import (
     UpstreamNotFound,
     UpstreamThrottled,
 )
-from gateway.validation import DeployRequest, FilesUpload, RedeployRequest, Upload, UploadFile
 
 log = logging.getLogger("gateway.deploy")
 
@@ -117,7 +116,7 @@ class Upstream(Protocol):
 
 
 class Payments(Protocol):
-    """Verifies and credits ``X-Payment-Tx`` (``gateway.payments.PaymentService``)."""
+    """Verifies and credits ``X-Payment-Tx`` (``gateway.payments.service.PaymentService``)."""
 
     async def accept(
         self, wallet: Wallet, *, tx: str, chain: str | None, token: str | None
@@ -537,7 +536,7 @@ class DeployFlow:
             raise Unavailable(
                 f"The deploy service is busy; {money.retry_advice()}",
                 internal=exc.internal,
-                headers={"Retry-After": str(exc.retry_after)},
+                headers={RETRY_AFTER: str(exc.retry_after)},
                 code="upstream_busy",
                 retry_after=exc.retry_after,
                 **money.fields(),

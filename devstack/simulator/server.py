@@ -45,7 +45,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway.devstack.simulator_faults import (
+from devstack.simulator.faults import (
     API_KEY_SCOPE_KEY,
     RECORD_SCOPE_KEY,
     FaultKind,
@@ -53,14 +53,14 @@ from gateway.devstack.simulator_faults import (
     FaultsAndRecording,
     RecordedRequest,
 )
-from gateway.devstack.simulator_model import (
+from devstack.simulator.model import (
     Deployment,
     Project,
     ProjectState,
     Timeline,
     iso,
 )
-from gateway.devstack.simulator_rules import (
+from devstack.simulator.rules import (
     PROJECT_STATUSES,
     PROJECT_TYPES,
     SimulatorError,
@@ -75,13 +75,13 @@ from gateway.devstack.simulator_rules import (
     parse_since_seconds,
     parse_skip,
 )
-from gateway.devstack.simulator_uploads import (
+from devstack.simulator.uploads import (
     UploadManifest,
     manifest_from_json,
     manifest_from_zip,
     multipart_field,
 )
-from gateway.devstack.simulator_wire import Envelope, parse_json, read_body
+from devstack.simulator.wire import Envelope, parse_json, read_body
 
 __all__ = ["CreateOSSimulator", "RecordedRequest", "SimulatorConfig"]
 

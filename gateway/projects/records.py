@@ -1,8 +1,14 @@
-"""Which wallet owns which project, and which projects are active (SPEC sections 3, 6).
+"""Project and name records: the only module that writes them (docs/PROTOCOL.md section 3,
+docs/PAYMENTS.md section 5).
 
-A project record is a Redis hash written when the deploy flow has created the upstream project.
-Status: ``active`` (burns credits), ``suspended`` (the wallet ran out; resumes on top-up),
-``deleted``. "Active projects" of a wallet, for quotes, counts ``active`` and ``suspended``.
+- ``NameClaims``: the ``name_owner`` key. The deploy flow claims a name with a TTL right before
+  creating it, so two wallets that both passed the availability check cannot both create it;
+  a failed create or a delete releases it.
+- ``Ownership``: a project record is a Redis hash written when the deploy flow has created the
+  upstream project; recording it also makes the name claim permanent (the wallet owns the
+  name), in the same script. Status: ``active`` (burns credits), ``suspended`` (the wallet ran
+  out; resumes on top-up), ``deleted``. "Active projects" of a wallet, for quotes, counts
+  ``active`` and ``suspended``.
 """
 
 from __future__ import annotations
@@ -39,6 +45,37 @@ class ProjectRecord:
         return self.deployments[-1] if self.deployments else None
 
 
+class NameOutcome(str, Enum):
+    CLAIMED = "claimed"
+    MINE = "mine"
+    TAKEN = "taken"
+
+
+class NameClaims:
+    """Which wallet holds a uniqueName through this gateway (the ``name_owner`` key)."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def owner(self, unique_name: str) -> str | None:
+        return await self._store.get(self._store.keys.name_owner(unique_name))
+
+    async def claim(self, wallet: str, unique_name: str, *, ttl_ms: int) -> NameOutcome:
+        """Claim a free name for ``ttl_ms``, renew this wallet's temporary claim, or report
+        that another wallet holds it. A permanent (recorded) claim is never shortened."""
+        result = await self._store.run(
+            "claim_name", [self._store.keys.name_owner(unique_name)], [wallet.lower(), ttl_ms]
+        )
+        return NameOutcome(str(result))
+
+    async def release(self, wallet: str, unique_name: str) -> bool:
+        """Give the name back if ``wallet`` holds it (after a failed create, or a delete)."""
+        released = await self._store.run(
+            "release_lock", [self._store.keys.name_owner(unique_name)], [wallet.lower()]
+        )
+        return bool(int(released))
+
+
 class Ownership:
     def __init__(self, store: Store, *, clock: Clock = system_clock) -> None:
         self._store = store
@@ -57,51 +94,34 @@ class Ownership:
         """Record a newly created project as ``wallet``'s and active, in one transaction."""
         k = self._keys
         now_ms = int(self._clock() * 1000)
-        async with self._store.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(
+        await self._store.run(
+            "record_project",
+            [
                 k.project(project_id),
-                mapping={
-                    "wallet": wallet.lower(),
-                    "unique_name": unique_name.lower(),
-                    "display_name": display_name,
-                    "status": ProjectStatus.ACTIVE.value,
-                    "created_at_ms": now_ms,
-                    "deployments": deployment_id or "",
-                },
-            )
-            pipe.sadd(k.wallet_projects(wallet), project_id)
-            pipe.sadd(k.active_projects(), project_id)
-            pipe.set(k.name_owner(unique_name), wallet.lower())
-            await pipe.execute()
+                k.wallet_projects(wallet),
+                k.active_projects(),
+                k.name_owner(unique_name),
+            ],
+            [
+                project_id,
+                wallet.lower(),
+                unique_name.lower(),
+                display_name,
+                now_ms,
+                deployment_id or "",
+            ],
+        )
         record = await self.get(project_id)
         assert record is not None
         return record
 
     async def add_deployment(self, project_id: str, deployment_id: str) -> None:
         """Append a deployment id (redeploys) to the project's list, atomically."""
-        key = self._keys.project(project_id)
-        redis = self._store.redis
-        async with redis.pipeline(transaction=True) as pipe:
-            while True:
-                try:
-                    await pipe.watch(key)
-                    current = await pipe.hget(key, "deployments") or ""
-                    ids = [d for d in str(current).split(",") if d]
-                    if deployment_id not in ids:
-                        ids.append(deployment_id)
-                    pipe.multi()  # type: ignore[no-untyped-call]
-                    pipe.hset(key, "deployments", ",".join(ids))
-                    await pipe.execute()
-                    return
-                except Exception as exc:  # WatchError: someone else wrote; try again
-                    if type(exc).__name__ != "WatchError":
-                        raise
+        await self._store.run("add_deployment", [self._keys.project(project_id)], [deployment_id])
 
     async def get(self, project_id: str) -> ProjectRecord | None:
-        raw = await self._store.redis.hgetall(self._keys.project(project_id))
-        if not raw:
-            return None
-        return _record(project_id, {str(k): str(v) for k, v in raw.items()})
+        raw = await self._store.hash(self._keys.project(project_id))
+        return _record(project_id, raw) if raw else None
 
     async def require_owner(self, project_id: str, wallet: str) -> ProjectRecord:
         """The record if ``wallet`` owns it; 404 if unknown (or deleted), 403 if another's."""
@@ -115,9 +135,9 @@ class Ownership:
     async def projects_of(
         self, wallet: str, *, include_deleted: bool = False
     ) -> list[ProjectRecord]:
-        ids = await self._store.redis.smembers(self._keys.wallet_projects(wallet))
+        ids = await self._store.members(self._keys.wallet_projects(wallet))
         records = []
-        for project_id in sorted(str(i) for i in ids):
+        for project_id in sorted(ids):
             record = await self.get(project_id)
             if record and (include_deleted or record.status != ProjectStatus.DELETED.value):
                 records.append(record)
@@ -127,14 +147,8 @@ class Ownership:
         return sum(1 for r in await self.projects_of(wallet) if r.status in LIVE_STATUSES)
 
     async def set_status(self, project_id: str, status: ProjectStatus) -> None:
-        k = self._keys
-        async with self._store.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(k.project(project_id), "status", status.value)
-            if status is ProjectStatus.DELETED:
-                pipe.srem(k.active_projects(), project_id)
-            else:
-                pipe.sadd(k.active_projects(), project_id)
-            await pipe.execute()
+        keys = [self._keys.project(project_id), self._keys.active_projects()]
+        await self._store.run("set_status", keys, [project_id, status.value])
 
     async def switch_status(
         self, project_id: str, expected: ProjectStatus, new: ProjectStatus
@@ -149,15 +163,9 @@ class Ownership:
         )
         return bool(result == "switched")
 
-    async def name_owner(self, unique_name: str) -> str | None:
-        owner = await self._store.redis.get(self._keys.name_owner(unique_name))
-        return None if owner is None else str(owner)
-
     async def metered_projects(self) -> list[str]:
         """Projects that are not deleted (active or suspended): what metering looks at."""
-        return sorted(
-            str(p) for p in await self._store.redis.smembers(self._keys.active_projects())
-        )
+        return sorted(await self._store.members(self._keys.active_projects()))
 
 
 def _record(project_id: str, raw: dict[str, str]) -> ProjectRecord:

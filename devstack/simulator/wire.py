@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
-from gateway.devstack.simulator_rules import SimulatorError, bad_request
+from devstack.simulator.rules import SimulatorError, bad_request
 
 EnvelopeStyle = Literal["jsend", "success"]
 

@@ -24,9 +24,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
-from gateway.deploy_records import NameClaims
 from gateway.errors import Conflict, NotFound
-from gateway.ownership import Ownership, ProjectRecord, ProjectStatus
+from gateway.projects.records import NameClaims, Ownership, ProjectRecord, ProjectStatus
 from gateway.upstream import (
     BuildLogLine,
     Deployment,

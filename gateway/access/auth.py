@@ -28,15 +28,11 @@ from typing import Protocol
 from coincurve import PublicKey
 from eth_hash.auto import keccak
 
+from gateway.access.ratelimit import RateLimiter
 from gateway.errors import AuthFailed
-from gateway.ratelimit import RateLimiter
+from gateway.headers import NONCE, SIGNATURE, TIMESTAMP, WALLET_ADDRESS
 from gateway.store import Store
 from gateway.types import Clock, Wallet, checksum_address, system_clock
-
-HEADER_WALLET = "x-wallet-address"
-HEADER_SIGNATURE = "x-signature"
-HEADER_TIMESTAMP = "x-timestamp"
-HEADER_NONCE = "x-nonce"
 
 _WALLET_RE = re.compile(r"^0x[0-9a-fA-F]{40}$")
 # 65 bytes for an EOA; a contract wallet's EIP-1271 signature may be longer.
@@ -72,15 +68,18 @@ def signing_message(wallet: str, timestamp_ms: int | str, nonce: str) -> str:
 
 
 def parse_auth_headers(headers: Mapping[str, str]) -> tuple[SignedRequest, str]:
-    """Rule 1. Returns the parsed headers and the raw message text (raw header values)."""
+    """Rule 1. Returns the parsed headers and the raw message text (raw header values).
+
+    ``headers``: Starlette's case-insensitive headers, or any mapping with lowercase names.
+    """
     values = {}
-    for name in (HEADER_WALLET, HEADER_SIGNATURE, HEADER_TIMESTAMP, HEADER_NONCE):
-        value = headers.get(name)
+    for name in (WALLET_ADDRESS, SIGNATURE, TIMESTAMP, NONCE):
+        value = headers.get(name.lower())
         if value is None or value == "":
-            raise AuthFailed(f"Missing {_title(name)} header", code="missing_header")
+            raise AuthFailed(f"Missing {name} header", code="missing_header")
         values[name] = value
-    wallet, signature = values[HEADER_WALLET], values[HEADER_SIGNATURE]
-    timestamp, nonce = values[HEADER_TIMESTAMP], values[HEADER_NONCE]
+    wallet, signature = values[WALLET_ADDRESS], values[SIGNATURE]
+    timestamp, nonce = values[TIMESTAMP], values[NONCE]
     if not _WALLET_RE.match(wallet):
         raise AuthFailed(
             "X-Wallet-Address must be 0x followed by 40 hex digits", code="malformed_header"
@@ -187,7 +186,7 @@ class WalletAuthenticator:
             # Count before the RPC call, so a flood of bad signatures cannot drive RPC load.
             await self._limiter.hit(client_ip, wallet_key)
             await self._check_contract_signature(signed, message)
-            fresh = bool(await self._store.redis.set(nonce_key, "1", nx=True, ex=self._nonce_ttl))
+            fresh = await self._store.put_if_absent(nonce_key, "1", ttl_ms=self._nonce_ttl * 1000)
         if not fresh:
             raise AuthFailed("X-Nonce already used for this wallet", code="nonce_reused")
         return Wallet(address=_checksummed(wallet_lower))
@@ -222,6 +221,3 @@ class WalletAuthenticator:
             code="bad_signature",
         )
 
-
-def _title(header: str) -> str:
-    return "-".join(part.capitalize() if part != "x" else "X" for part in header.split("-"))

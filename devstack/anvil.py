@@ -139,8 +139,8 @@ class AnvilRpcError(RuntimeError):
 
 
 def _project_root() -> Path:
-    """The repository root: the parent of the ``gateway`` package."""
-    return Path(__file__).resolve().parents[2]
+    """The repository root: the parent of the ``devstack`` package."""
+    return Path(__file__).resolve().parents[1]
 
 
 def _platform_package() -> tuple[str, str]:

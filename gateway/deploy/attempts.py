@@ -1,4 +1,4 @@
-"""Durable deploy state in Redis: attempts, per-(wallet, name) locks and name claims.
+"""Durable deploy state in Redis: attempts and per-(wallet, name) locks.
 
 - ``DeployAttempts``: one hash per (wallet, uniqueName) that records how far a deploy got
   (``step``), the upstream project once created and the deployment once uploaded. A deploy
@@ -6,10 +6,8 @@
   failing on its own name. It expires after ``ATTEMPT_TTL_MS`` and is deleted on success.
 - ``DeployLocks``: ``SET NX PX`` with a random token, released only by its holder (Lua), so
   two concurrent deploys of one name by one wallet never both create or upload.
-- ``NameClaims``: the ``name_owner`` key. The deploy flow claims a name (with a TTL) right
-  before creating it, so two wallets that both passed the availability check cannot both
-  create it; ``Ownership.record_project`` rewrites the key without a TTL (the wallet owns the
-  name), and deleting the project releases it.
+
+Name claims live with the project records (``gateway.projects.records.NameClaims``).
 """
 
 from __future__ import annotations
@@ -19,9 +17,9 @@ import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
 
 from gateway.errors import Conflict
+from gateway.headers import RETRY_AFTER
 from gateway.store import Store
 from gateway.types import Clock, system_clock
 
@@ -61,10 +59,9 @@ class DeployAttempts:
         self._clock = clock
 
     async def load(self, wallet: str, unique_name: str) -> Attempt | None:
-        raw = await self._store.redis.hgetall(self._store.keys.deploy_attempt(wallet, unique_name))
-        if not raw:
+        fields = await self._store.hash(self._store.keys.deploy_attempt(wallet, unique_name))
+        if not fields:
             return None
-        fields = {str(k): str(v) for k, v in raw.items()}
         try:
             step = Step(fields.get("step", ""))
         except ValueError:
@@ -96,7 +93,7 @@ class DeployAttempts:
         """
         key = self._store.keys.deploy_attempt(wallet, unique_name)
         now_ms = int(self._clock() * 1000)
-        mapping: dict[Any, str | int] = {
+        fields: dict[str, str | int] = {
             "kind": kind,
             "step": step.value,
             "wallet": wallet.lower(),
@@ -104,19 +101,17 @@ class DeployAttempts:
             "updated_ms": now_ms,
         }
         if project_id is not None:
-            mapping["project_id"] = project_id
+            fields["project_id"] = project_id
         if deployment_id is not None:
-            mapping["deployment_id"] = deployment_id
+            fields["deployment_id"] = deployment_id
         if known_deployments is not None:
-            mapping["known"] = ",".join(known_deployments)
-        async with self._store.redis.pipeline(transaction=True) as pipe:
-            pipe.hsetnx(key, "started_ms", now_ms)
-            pipe.hset(key, mapping=mapping)
-            pipe.pexpire(key, ATTEMPT_TTL_MS)
-            await pipe.execute()
+            fields["known"] = ",".join(known_deployments)
+        await self._store.update_hash(
+            key, fields, set_once={"started_ms": now_ms}, ttl_ms=ATTEMPT_TTL_MS
+        )
 
     async def forget(self, wallet: str, unique_name: str) -> None:
-        await self._store.redis.delete(self._store.keys.deploy_attempt(wallet, unique_name))
+        await self._store.delete(self._store.keys.deploy_attempt(wallet, unique_name))
 
 
 class DeployLocks:
@@ -135,46 +130,14 @@ class DeployLocks:
         """
         key = self._store.keys.deploy_lock(wallet, unique_name)
         token = secrets.token_hex(16)
-        if not await self._store.redis.set(key, token, nx=True, px=self._ttl_ms):
+        if not await self._store.put_if_absent(key, token, ttl_ms=self._ttl_ms):
             raise Conflict(
                 "A deploy of this project is already in progress for this wallet; "
                 "retry when it has finished",
                 code="deploy_in_progress",
-                headers={"Retry-After": "5"},
+                headers={RETRY_AFTER: "5"},
             )
         try:
             yield
         finally:
             await self._store.run("release_lock", [key], [token])
-
-
-class NameOutcome(str, Enum):
-    CLAIMED = "claimed"
-    MINE = "mine"
-    TAKEN = "taken"
-
-
-class NameClaims:
-    """Which wallet holds a uniqueName through this gateway (the ``name_owner`` key)."""
-
-    def __init__(self, store: Store) -> None:
-        self._store = store
-
-    async def owner(self, unique_name: str) -> str | None:
-        raw = await self._store.redis.get(self._store.keys.name_owner(unique_name))
-        return None if raw is None else str(raw)
-
-    async def claim(self, wallet: str, unique_name: str, *, ttl_ms: int) -> NameOutcome:
-        """Claim a free name for ``ttl_ms``, renew this wallet's temporary claim, or report
-        that another wallet holds it. A permanent (recorded) claim is never shortened."""
-        result = await self._store.run(
-            "claim_name", [self._store.keys.name_owner(unique_name)], [wallet.lower(), ttl_ms]
-        )
-        return NameOutcome(str(result))
-
-    async def release(self, wallet: str, unique_name: str) -> bool:
-        """Give the name back if ``wallet`` holds it (after a failed create, or a delete)."""
-        released = await self._store.run(
-            "release_lock", [self._store.keys.name_owner(unique_name)], [wallet.lower()]
-        )
-        return bool(int(released))

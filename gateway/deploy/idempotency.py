@@ -31,9 +31,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.errors import BadRequest, Conflict
+from gateway.headers import IDEMPOTENCY_KEY, RETRY_AFTER
 from gateway.store import Store
 
-HEADER = "Idempotency-Key"
 ANSWER_TTL_MS = 24 * 3600 * 1000
 _KEY_RE = re.compile(r"[A-Za-z0-9_\-:.]{1,128}")
 
@@ -61,8 +61,8 @@ def parse_key(value: str | None) -> str | None:
         return None
     if not _KEY_RE.fullmatch(value):
         raise BadRequest(
-            f"{HEADER} must be 1-128 characters of letters, digits, '_', '-', ':' and '.'",
-            field=HEADER,
+            f"{IDEMPOTENCY_KEY} must be 1-128 characters of letters, digits, '_', '-', ':' and '.'",
+            field=IDEMPOTENCY_KEY,
         )
     return value
 
@@ -102,24 +102,24 @@ class Idempotency:
         )
         waited = 0.0
         while True:
-            if await self._store.redis.set(redis_key, pending, nx=True, px=self._pending_ttl_ms):
+            if await self._store.put_if_absent(redis_key, pending, ttl_ms=self._pending_ttl_ms):
                 return Reservation(redis_key, pending, request_fingerprint)
-            raw = await self._store.redis.get(redis_key)
+            raw = await self._store.get(redis_key)
             if raw is None:
                 continue  # released between our SET and GET: try to take it again
             record = json.loads(raw)
             if record.get("fp") != request_fingerprint:
                 raise Conflict(
-                    f"This {HEADER} was already used for a different request",
+                    f"This {IDEMPOTENCY_KEY} was already used for a different request",
                     code="idempotency_key_reused",
                 )
             if record.get("state") == "done":
                 return StoredAnswer(status=int(record["status"]), body=record["body"])
             if waited >= self._wait_seconds:
                 raise Conflict(
-                    f"A request with this {HEADER} is still in progress; retry shortly",
+                    f"A request with this {IDEMPOTENCY_KEY} is still in progress; retry shortly",
                     code="request_in_progress",
-                    headers={"Retry-After": "5"},
+                    headers={RETRY_AFTER: "5"},
                 )
             await self._sleep(self._poll_seconds)
             waited += self._poll_seconds
@@ -127,7 +127,7 @@ class Idempotency:
     async def finish(self, reservation: Reservation, status: int, body: dict[str, Any]) -> None:
         """Store the answer for 24 h (it replaces the pending record)."""
         record = {"state": "done", "fp": reservation.fingerprint, "status": status, "body": body}
-        await self._store.redis.set(reservation.redis_key, json.dumps(record), px=ANSWER_TTL_MS)
+        await self._store.put(reservation.redis_key, json.dumps(record), ttl_ms=ANSWER_TTL_MS)
 
     async def abandon(self, reservation: Reservation) -> None:
         """Release the key after an error answer (only if it still holds our pending record)."""

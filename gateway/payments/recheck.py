@@ -3,8 +3,8 @@
 A payment credited at ``latest`` or ``safe`` is queued by ``Ledger.credit_payment`` in the recheck
 sorted set (member ``chain_id:tx``, score = its block number). Once the chain's ``finalized``
 height passes that block, ``PaymentRechecker.run_once`` reads the receipt again and applies the
-payment rules of ``gateway.payments.count_payment`` with the payer, recipient and token recorded
-at credit time:
+payment rules of ``gateway.payments.verify.count_payment`` with the payer, recipient and
+token recorded at credit time:
 
 - the same amount still arrives, in a canonical finalized block: final, dropped from the queue;
 - the receipt vanished, reverted, or the counted amount changed: the whole credit is reversed by
@@ -32,11 +32,12 @@ from typing import cast
 from gateway.chains import Receipt
 from gateway.config import Settings
 from gateway.errors import GatewayError
-from gateway.leader import drop_lease, hold_lease, lead_forever
 from gateway.ledger import ApplyOutcome, Ledger
 from gateway.metrics import GatewayMetrics
-from gateway.payments import ChainReader, count_payment
+from gateway.payments.service import ChainReader
+from gateway.payments.verify import count_payment
 from gateway.store import Store
+from gateway.store.leases import lead_forever
 from gateway.types import Clock, system_clock
 
 log = logging.getLogger("gateway.recheck")
@@ -120,7 +121,7 @@ class PaymentRechecker:
         # decode_responses=True and withscores: (member, score) pairs.
         queued = cast(
             "list[tuple[str, float]]",
-            await self._store.redis.zrange(queue, 0, BATCH - 1, withscores=True),
+            await self._store.lowest(queue, BATCH),
         )
         finalized_by_chain: dict[int, int | None] = {}
         for ref, score in queued:
@@ -147,7 +148,7 @@ class PaymentRechecker:
             return
         record = await self._ledger.payment_record(chain.chain_id, tx_hash)
         if record is None or record.get("status") != "credited":
-            await self._store.redis.zrem(queue, ref)  # reversed already, or nothing to check
+            await self._store.remove_member(queue, ref)  # reversed already, or nothing to check
             return
 
         reader = self._chains[chain.name]
@@ -163,7 +164,7 @@ class PaymentRechecker:
             facts = await reader.block_facts(receipt.block_number, endpoint=receipt.endpoint)
             if facts.finalized is None or facts.finalized < receipt.block_number:
                 # Mined again in a later block: wait for that one to be final.
-                await self._store.redis.zadd(queue, {ref: receipt.block_number}, xx=True)
+                await self._store.rescore_existing(queue, ref, receipt.block_number)
                 report.waiting.append(ref)
                 return
             if facts.canonical_hash != receipt.block_hash:
@@ -172,7 +173,7 @@ class PaymentRechecker:
 
         reason = reversal_reason(record, receipt)
         if reason is None:
-            await self._store.redis.zrem(queue, ref)
+            await self._store.remove_member(queue, ref)
             report.confirmed.append(ref)
             return
 
@@ -202,16 +203,9 @@ class PaymentRechecker:
 
     # --- the background loop ---------------------------------------------------------------
 
-    async def hold_lease(self, holder: str, lease_ms: int) -> bool:
-        """Take or renew the recheck lease for ``holder``; True while it is ours."""
-        return await hold_lease(self._store, self._store.keys.recheck_lease(), holder, lease_ms)
-
-    async def drop_lease(self, holder: str) -> None:
-        await drop_lease(self._store, self._store.keys.recheck_lease(), holder)
-
     async def run_forever(self, interval: float) -> None:
         """Every ``interval`` seconds, ``run_once`` if this process holds the lease (3 intervals
-        long, at least 10 s, renewed each round; ``gateway.leader``). Runs until cancelled; a
+        long, at least 10 s, renewed each round; ``gateway.store.leases``). Runs until cancelled; a
         failed round is logged and retried next time."""
 
         async def one_round() -> None:

@@ -30,14 +30,7 @@ from typing import TextIO
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
-from gateway.app import create_app
-from gateway.client.agent import AgentClient
-from gateway.client.bundle import collect
-from gateway.client.cli import format_progress, quiet_client_libraries
-from gateway.client.errors import ClientError
-from gateway.client.models import Progress
-from gateway.config import PROJECT_ROOT, load_settings
-from gateway.devstack.anvil import (
+from devstack.anvil import (
     ANVIL_ACCOUNTS,
     CANONICAL_TOKENS,
     AnvilNode,
@@ -45,8 +38,15 @@ from gateway.devstack.anvil import (
     AnvilStartError,
     find_anvil_binary,
 )
-from gateway.devstack.server_thread import ServerThread
-from gateway.devstack.simulator import CreateOSSimulator, SimulatorConfig
+from devstack.server_thread import ServerThread
+from devstack.simulator.server import CreateOSSimulator, SimulatorConfig
+from gateway.app import create_app
+from gateway.client.agent import AgentClient
+from gateway.client.bundle import collect
+from gateway.client.cli import format_progress, quiet_client_libraries
+from gateway.client.errors import ClientError
+from gateway.client.models import Progress
+from gateway.config import PROJECT_ROOT, load_settings
 from gateway.store.embedded import EmbeddedRedis, EmbeddedRedisError
 
 LOCAL_CONFIG = PROJECT_ROOT / "config" / "local.toml"

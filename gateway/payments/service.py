@@ -1,12 +1,8 @@
-"""Payments: the 402 quote, the credits decision and on-chain verification (SPEC sections 4, 5).
+"""The payment service: ``PaymentService.accept`` claims a pushed payment's tx, verifies it
+on-chain and credits it once (docs/PAYMENTS.md section 2).
 
-Three parts, read top to bottom:
-
-- ``make_quote`` / ``decide`` / ``quote_required_error``: pure. What a deploy costs, whether the
-  wallet's credits cover it, and the exact 402 body when they do not.
-- ``count_payment``: pure. Which logs of a receipt count as a payment (CHAINS.md section 2) and,
-  when none do, the precise reason.
-- ``PaymentService.accept``: claim the tx, verify it on-chain, credit it once.
+The quote and the credits decision live in ``gateway.payments.quote``, which logs count in
+``gateway.payments.verify``; both are pure.
 
 Invariants of ``accept``:
 - the claim on ``(chain_id, tx)`` is reserved before the first RPC call and released on every
@@ -30,14 +26,16 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from enum import Enum
 from typing import Any, Protocol
 
 from gateway.chains import BlockFacts, Receipt
 from gateway.config import ChainConfig, Settings, TokenConfig
 from gateway.errors import BadRequest, Conflict, GatewayError, PaymentRequired, Unavailable
+from gateway.headers import PAYMENT_CHAIN, PAYMENT_TX, RETRY_AFTER
 from gateway.ledger import ClaimOutcome, CreditOutcome, Ledger
 from gateway.metrics import GatewayMetrics
+from gateway.payments.quote import resolve_chain, resolve_token
+from gateway.payments.verify import FailureReason, count_payment
 from gateway.types import (
     Clock,
     Finality,
@@ -47,19 +45,10 @@ from gateway.types import (
     checksum_address,
     micro_to_credits,
     micro_to_usd_number,
-    micro_usd_to_token_units,
     token_units_to_micro_usd,
 )
 
 log = logging.getLogger("gateway.payments")
-
-#: ``keccak("Transfer(address,address,uint256)")``: topic0 of ERC-20 (and ERC-721) transfers.
-TRANSFER_TOPIC = bytes.fromhex("ddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef")
-DEFAULT_TOKEN = "usdc"
-
-HEADER_TX = "X-Payment-Tx"
-HEADER_CHAIN = "X-Payment-Chain"
-HEADER_TOKEN = "X-Payment-Token"
 
 
 class ChainReader(Protocol):
@@ -72,258 +61,6 @@ class ChainReader(Protocol):
     async def block_facts(self, block_number: int, *, endpoint: int | None = None) -> BlockFacts:
         """Canonical hash and timestamp at a height, plus latest/safe/finalized, in one batch."""
         ...
-
-
-# --- the quote and the credits decision (SPEC section 4 steps 2 and 4) -----------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Quote:
-    """What a deploy of ``months`` costs, in micro-USD and in the chosen token's base units."""
-
-    amount_micro: int
-    amount_token: int  # ceil: a quote never undercharges
-    chain: ChainConfig
-    token: TokenConfig
-    months: int
-
-
-def resolve_chain(settings: Settings, chain: str | None) -> ChainConfig:
-    """The named chain (any case), the default chain when None; 400 naming the header otherwise."""
-    name = chain if chain is not None and chain.strip() else settings.default_chain
-    found = settings.chain(name.strip())
-    if found is None:
-        raise BadRequest(
-            f"Unknown chain {name!r}; supported: {', '.join(settings.chains)}",
-            code="unknown_chain",
-            field=HEADER_CHAIN,
-        )
-    return found
-
-
-def resolve_token(chain: ChainConfig, token: str | None) -> TokenConfig:
-    """The named token of ``chain`` (any case); ``usdc`` (else the first enabled) when None."""
-    if token is None or not token.strip():
-        return chain.token(DEFAULT_TOKEN) or next(iter(chain.tokens.values()))
-    found = chain.token(token.strip())
-    if found is None:
-        raise BadRequest(
-            f"Token {token!r} is not accepted on {chain.name}; accepted: {', '.join(chain.tokens)}",
-            code="unknown_token",
-            field=HEADER_TOKEN,
-        )
-    return found
-
-
-def make_quote(settings: Settings, *, months: int, chain: str | None, token: str | None) -> Quote:
-    """``amount_usd = max(minimum_usd, price_usd_per_month * months)``, priced in the token.
-
-    Raises ``BadRequest`` (naming ``months``, ``X-Payment-Chain`` or ``X-Payment-Token``) for a
-    month count outside 1..max_months, an unknown chain or a token not accepted on it.
-    """
-    pricing = settings.pricing
-    if (
-        isinstance(months, bool)
-        or not isinstance(months, int)
-        or not 1 <= months <= pricing.max_months
-    ):
-        raise BadRequest(
-            f"months must be an integer from 1 to {pricing.max_months}",
-            code="invalid_months",
-            field="months",
-        )
-    chain_config = resolve_chain(settings, chain)
-    token_config = resolve_token(chain_config, token)
-    amount_micro = max(pricing.minimum_micro_usd, pricing.price_micro_usd_per_month * months)
-    return Quote(
-        amount_micro=amount_micro,
-        amount_token=micro_usd_to_token_units(amount_micro, token_config.decimals),
-        chain=chain_config,
-        token=token_config,
-        months=months,
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class DeployOnCredits:
-    """The wallet's credits cover the deploy. ``warning`` is set when the wallet opted in to
-    spending credits that also fund other live projects (their runtime shrinks)."""
-
-    warning: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class QuoteRequired:
-    """The deploy needs a payment first: rendered as the 402 quote by ``quote_required_error``.
-
-    ``warning`` is set when the balance would cover it but other projects depend on it and the
-    wallet did not opt in; ``credited_micro`` when a payment was just credited and still falls
-    short.
-    """
-
-    quote: Quote
-    balance_micro: int
-    active_projects: int
-    warning: str | None = None
-    credited_micro: int | None = None
-
-
-def _shrink_warning(active_projects: int, quote: Quote) -> str:
-    plural = "project" if active_projects == 1 else "projects"
-    return (
-        f"This wallet has {active_projects} active {plural} funded by the same credits; spending "
-        f"{micro_to_usd_number(quote.amount_micro)} USD on this deploy shortens their runtime."
-    )
-
-
-def decide(
-    balance_micro: int,
-    active_projects: int,
-    quote: Quote,
-    *,
-    opt_in: bool,
-    credited_micro: int | None = None,
-) -> DeployOnCredits | QuoteRequired:
-    """SPEC section 4 step 4, pure.
-
-    - balance >= amount and no active project: deploy;
-    - balance >= amount, active projects and ``opt_in`` (``X-Use-Existing-Credits: true``):
-      deploy, with a warning that the others' runtime shrinks;
-    - balance >= amount, active projects, no opt-in: 402 quote carrying that warning and how to
-      opt in;
-    - otherwise: 402 quote.
-    ``credited_micro`` (a payment credited by this request) is carried into the 402.
-    """
-    covered = balance_micro >= quote.amount_micro
-    if covered and active_projects == 0:
-        return DeployOnCredits(warning=None)
-    if covered and opt_in:
-        return DeployOnCredits(warning=_shrink_warning(active_projects, quote))
-    warning = None
-    if covered:
-        warning = (
-            _shrink_warning(active_projects, quote)
-            + " Send X-Use-Existing-Credits: true to deploy on credits anyway, or pay this quote."
-        )
-    return QuoteRequired(
-        quote=quote,
-        balance_micro=balance_micro,
-        active_projects=active_projects,
-        warning=warning,
-        credited_micro=credited_micro,
-    )
-
-
-def supported_chains(settings: Settings) -> list[dict[str, Any]]:
-    """The ``/agent/chains`` list: every chain with its enabled token keys."""
-    return [
-        {"chain": c.name, "chain_id": c.chain_id, "tokens": list(c.tokens)}
-        for c in settings.chains.values()
-    ]
-
-
-def quote_required_error(decision: QuoteRequired, settings: Settings) -> PaymentRequired:
-    """The 402 quote of SPEC section 4 step 4 (the renderer adds ``Cache-Control: no-store``)."""
-    quote = decision.quote
-    fields: dict[str, Any] = {
-        "amount_usd": micro_to_usd_number(quote.amount_micro),
-        "amount_token": str(quote.amount_token),
-        "current_credit_balance_usd": micro_to_usd_number(decision.balance_micro),
-        "active_projects": decision.active_projects,
-        "pay_to": quote.chain.pay_to,
-        "payment_chain": quote.chain.name,
-        "token": quote.token.key,
-        "decimals": quote.token.decimals,
-        "supported_chains": supported_chains(settings),
-    }
-    if decision.warning is not None:
-        fields["warning"] = decision.warning
-    if decision.credited_micro is not None:
-        fields["credited_usd"] = micro_to_usd_number(decision.credited_micro)
-    return PaymentRequired("Payment required", **fields)
-
-
-# --- which logs count (CHAINS.md section 2) ---------------------------------------------------
-
-
-class FailureReason(str, Enum):
-    """The ``reason`` of a 402 "Payment verification failed"."""
-
-    REVERTED = "reverted"  # receipt status 0
-    PAYER_MISMATCH = "payer_mismatch"  # right token to pay_to, but from another wallet
-    WRONG_RECIPIENT = "wrong_recipient"  # right token from the wallet, but not to pay_to
-    WRONG_TOKEN = "wrong_token"  # Transfer events only from other contracts
-    NOTHING_TRANSFERRED = "nothing_transferred"  # no Transfer of any kind (or only zero values)
-    TOO_OLD = "too_old"  # block older than max_payment_age
-    WRONG_CHAIN = "wrong_chain"  # not on the named chain, but on another configured one
-
-
-@dataclass(frozen=True, slots=True)
-class TokenTransfer:
-    """An ERC-20 ``Transfer`` log: 3 topics, topic0 = Transfer, 32-byte value. Lowercase hex."""
-
-    contract: str
-    sender: str
-    recipient: str
-    value: int
-
-
-def _topic_address(topic: bytes) -> str:
-    return "0x" + topic[-20:].hex()
-
-
-def token_transfers(receipt: Receipt) -> list[TokenTransfer]:
-    """Every ERC-20-shaped Transfer log of the receipt, from any contract (decoded by hand:
-    ERC-721 transfers share topic0 but have 4 topics, look-alikes may carry odd data)."""
-    found = []
-    for entry in receipt.logs:
-        if len(entry.topics) != 3 or entry.topics[0] != TRANSFER_TOPIC or len(entry.data) != 32:
-            continue
-        found.append(
-            TokenTransfer(
-                contract=entry.address.lower(),
-                sender=_topic_address(entry.topics[1]),
-                recipient=_topic_address(entry.topics[2]),
-                value=int.from_bytes(entry.data, "big"),
-            )
-        )
-    return found
-
-
-@dataclass(frozen=True, slots=True)
-class PaymentCount:
-    """``units`` received (> 0 when it counts as a payment), else the ``reason`` it does not."""
-
-    units: int
-    reason: FailureReason | None
-
-
-def count_payment(receipt: Receipt, *, token_address: str, pay_to: str, payer: str) -> PaymentCount:
-    """Sum the token's Transfer logs from ``payer`` to ``pay_to`` (SPEC section 5).
-
-    Only logs emitted by ``token_address`` count. When the sum is 0 the reason is the closest
-    miss, most specific first: reverted, payer_mismatch, wrong_recipient, wrong_token,
-    nothing_transferred.
-    """
-    if receipt.status != 1:
-        return PaymentCount(0, FailureReason.REVERTED)
-    token, to, sender = token_address.lower(), pay_to.lower(), payer.lower()
-    transfers = token_transfers(receipt)
-    of_token = [t for t in transfers if t.contract == token and t.value > 0]
-    units = sum(t.value for t in of_token if t.recipient == to and t.sender == sender)
-    if units > 0:
-        return PaymentCount(units, None)
-    if any(t.recipient == to for t in of_token):
-        return PaymentCount(0, FailureReason.PAYER_MISMATCH)
-    if any(t.sender == sender for t in of_token):
-        return PaymentCount(0, FailureReason.WRONG_RECIPIENT)
-    other_contracts = any(
-        entry.topics and entry.topics[0] == TRANSFER_TOPIC and entry.address.lower() != token
-        for entry in receipt.logs
-    )
-    if other_contracts:
-        return PaymentCount(0, FailureReason.WRONG_TOKEN)
-    return PaymentCount(0, FailureReason.NOTHING_TRANSFERRED)
 
 
 # --- verification and crediting (SPEC section 5) ----------------------------------------------
@@ -414,7 +151,7 @@ class PaymentService:
             raise BadRequest(
                 "X-Payment-Tx must be 0x followed by 64 hex digits",
                 code="malformed_tx",
-                field=HEADER_TX,
+                field=PAYMENT_TX,
             )
         chain_config = resolve_chain(self._settings, chain)
         token_config = resolve_token(chain_config, token)
@@ -435,7 +172,7 @@ class PaymentService:
                     "Payment verification timed out; retry with the same X-Payment-Tx",
                     internal=f"verifying {chain_config.name} {tx_hash} exceeded "
                     f"{self._settings.verify_timeout_seconds} s",
-                    headers={"Retry-After": str(self._settings.pending_retry_after_seconds)},
+                    headers={RETRY_AFTER: str(self._settings.pending_retry_after_seconds)},
                     code="verification_timeout",
                 ) from exc
             recheck = (
@@ -455,7 +192,7 @@ class PaymentService:
                 raise Unavailable(
                     "Payment verification took too long; retry with the same X-Payment-Tx",
                     internal=f"claim on {chain_config.name} {tx_hash} expired before crediting",
-                    headers={"Retry-After": str(self._settings.pending_retry_after_seconds)},
+                    headers={RETRY_AFTER: str(self._settings.pending_retry_after_seconds)},
                     code="verification_timeout",
                 )
             credited = True
@@ -498,7 +235,7 @@ class PaymentService:
                 raise _verification_failed(
                     FailureReason.WRONG_CHAIN,
                     f"The transaction is on {elsewhere}, not {chain.name}; "
-                    f"send {HEADER_CHAIN}: {elsewhere}",
+                    f"send {PAYMENT_CHAIN}: {elsewhere}",
                     found_on_chain=elsewhere,
                 )
             raise self._not_found()
@@ -575,7 +312,7 @@ class PaymentService:
         return None
 
     def _retry_after(self) -> dict[str, str]:
-        return {"Retry-After": str(self._settings.pending_retry_after_seconds)}
+        return {RETRY_AFTER: str(self._settings.pending_retry_after_seconds)}
 
     def _not_found(self) -> PaymentRequired:
         return PaymentRequired(

@@ -1,0 +1,1 @@
+"""A CreateOS simulator: the REST API the gateway calls, over real HTTP."""

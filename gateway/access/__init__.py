@@ -1,0 +1,1 @@
+"""Who may call, and how often: wallet-signature authentication and rate limits."""

@@ -1,0 +1,2 @@
+"""Projects: the only owner of project and name records, the reads agents poll, and hourly
+metering."""
