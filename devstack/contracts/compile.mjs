@@ -1,5 +1,5 @@
 // Compiles the test contracts with the pinned npm solc (no compiler download) and writes
-// artifacts.json next to this file. Run from anywhere: `node gateway/devstack/contracts/compile.mjs`.
+// artifacts.json next to this file. Run from anywhere: `node devstack/contracts/compile.mjs`.
 //
 // Output: { "_compiler": {solc, evmVersion, optimizer}, "<Contract>": {abi, bytecode,
 // deployedBytecode}, ... }. Abstract contracts (no bytecode) are left out. Keys are sorted and
