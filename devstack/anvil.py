@@ -4,8 +4,8 @@ Used by the pytest fixtures and by ``python -m gateway dev``; never by the reque
 module is synchronous on purpose (fixtures and a CLI launcher), speaks JSON-RPC with ``httpx``
 and encodes calls with ``eth_abi``/``eth_utils``; it does not import web3.
 
-An :class:`AnvilNode` owns one ``anvil`` process started with the flags from CHAINS.md §6
-(``--chain-id``, ``--slots-in-an-epoch 1`` so ``safe``/``finalized`` trail ``latest`` by 1/2
+An :class:`AnvilNode` owns one ``anvil`` process started with the flags from docs/CHAINS.md section
+6 (``--chain-id``, ``--slots-in-an-epoch 1`` so ``safe``/``finalized`` trail ``latest`` by 1/2
 blocks, ``--silent``). Test contracts come from ``contracts/artifacts.json`` (compiled by
 ``contracts/compile.mjs``); :meth:`AnvilNode.install_test_tokens` puts the test ERC-20 at the
 canonical USDC/USDT addresses so production token config runs unchanged.
@@ -49,7 +49,7 @@ CANONICAL_TOKENS: dict[int, dict[str, str]] = {
         "usdt": "0xfde4C96c8593536E31F229EA8f37b2ADa2699bb2",
     },
 }
-"""chain id -> token key -> checksummed token address, per CHAINS.md §1."""
+"""chain id -> token key -> checksummed token address, per docs/CHAINS.md section 1."""
 
 # Derived from the public mnemonic "test test test test test test test test test test test junk"
 # at m/44'/60'/0'/0/i. Publicly known keys: local chains only.

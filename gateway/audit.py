@@ -1,4 +1,4 @@
-"""Operator reads and audited adjustments (SPEC section 3, Operator).
+"""Operator reads and audited adjustments (docs/PROTOCOL.md section 3, Operator).
 
 The one place that says what an operator sees: ``/admin/*`` (``gateway.web.admin``) and the
 command line (``python -m gateway credits|payment``) both render these dicts, so the two never

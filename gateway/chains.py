@@ -328,7 +328,7 @@ class ChainClient:
 
     async def check(self) -> None:
         """Readiness: a URL answers with the right chain id, and every enabled token is a
-        contract whose ``decimals()`` is the configured one (CHAINS.md section 1), so a wrong
+        contract whose ``decimals()`` is the configured one (docs/CHAINS.md section 1), so a wrong
         address in the config shows here and not as payments nobody can make. Raises
         ``Unavailable`` (RPC down) or ``TokenMisconfigured`` naming the token."""
         tokens = list(self.config.tokens.values())

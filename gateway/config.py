@@ -1,4 +1,5 @@
-"""Configuration: one TOML file plus the environment overrides of SPEC section 8.
+"""Configuration: one TOML file plus the environment overrides listed in README.md
+(Configuration).
 
 ``load_settings(path, environ)`` is the only reader of the environment in the gateway. It returns
 a frozen ``Settings``; anything invalid raises ``ConfigError`` naming the offending key, so a bad
@@ -50,7 +51,7 @@ class ChainConfig:
     min_confirmations: int
     tokens: Mapping[str, TokenConfig]  # enabled tokens only, by key
     #: Payments worth more than this wait for ``finalized`` whatever ``finality`` says
-    #: (CHAINS.md section 3); None: no threshold.
+    #: (docs/CHAINS.md section 3); None: no threshold.
     finalized_above_micro: int | None = None
 
     def finality_for(self, amount_micro: int) -> Finality:

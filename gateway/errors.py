@@ -2,7 +2,7 @@
 
     GatewayError                       (status, public message, optional machine fields)
     ├── BadRequest              400    invalid input; names the field
-    ├── AuthFailed              401    wallet signature rules (SPEC section 2), admin token
+    ├── AuthFailed              401    wallet signature rules, admin token (PROTOCOL.md s. 2)
     ├── PaymentRequired         402    quotes, failed verification, pending payments
     ├── Forbidden               403    not the owner
     ├── NotFound                404    unknown route or resource

@@ -1,4 +1,4 @@
-"""The credit ledger in Redis (SPEC section 6) and the payment claims that feed it.
+"""The credit ledger in Redis (docs/PAYMENTS.md section 4) and the payment claims that feed it.
 
 Invariants:
 - balances and entries are integer micro-USD; 1 USD = 100 credits;

@@ -1,4 +1,5 @@
-"""Fixtures and helpers of the payment tests (SPEC section 5) on real anvil chains and Redis.
+"""Fixtures and helpers of the payment tests (docs/PAYMENTS.md section 2) on real anvil chains and
+Redis.
 
 ``pgw`` is the in-process gateway on both anvil chains. Its teardown proves the two invariants
 every payment test must leave behind, whatever it did:

@@ -1,4 +1,4 @@
-"""SPEC section 2: every 401 rule, against the gateway with real Redis and anvil."""
+"""docs/PROTOCOL.md section 2: every 401 rule, against the gateway with real Redis and anvil."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""Configuration (SPEC section 8, issue 3): the shipped mainnet defaults, every environment
-override by its SPEC name, and invalid values refused at start-up with a message naming the key
-(from ``load_settings`` and from ``python -m gateway serve`` as a process)."""
+"""Configuration (README.md, Configuration): the shipped mainnet defaults, every environment
+override by its documented name, and invalid values refused at start-up with a message naming the
+key (from ``load_settings`` and from ``python -m gateway serve`` as a process)."""
 
 from __future__ import annotations
 

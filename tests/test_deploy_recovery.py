@@ -1,5 +1,5 @@
-"""No lost money, no double work (SPEC section 4): CreateOS failing at each step of a deploy,
-after a real payment on anvil. Credits stay, the retry without payment headers succeeds, and
+"""No lost money, no double work (docs/PROTOCOL.md section 4): CreateOS failing at each step of a
+deploy, after a real payment on anvil. Credits stay, the retry without payment headers succeeds, and
 exactly one project (with one deployment) exists upstream afterwards."""
 
 from __future__ import annotations

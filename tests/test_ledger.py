@@ -1,4 +1,4 @@
-"""SPEC section 6 ledger invariants against a real Redis."""
+"""docs/PAYMENTS.md section 4 ledger invariants against a real Redis."""
 
 from __future__ import annotations
 

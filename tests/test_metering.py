@@ -1,4 +1,4 @@
-"""Metering (SPEC section 6) against a real Redis and the CreateOS simulator over HTTP.
+"""Metering (docs/PAYMENTS.md section 5) against a real Redis and the CreateOS simulator over HTTP.
 
 Time is a ``ManualClock``; ``run_once(now)`` is called directly, so nothing here waits on
 the wall clock. Every test ends with the ledger consistency check.

@@ -1,5 +1,5 @@
-"""SPEC section 5 payment rules, one test each: real anvil chains, real Redis, the gateway
-in-process over ASGI, payments credited through ``POST /agent/credits/topup`` (and a paid
+"""docs/PAYMENTS.md section 2 payment rules, one test each: real anvil chains, real Redis, the
+gateway in-process over ASGI, payments credited through ``POST /agent/credits/topup`` (and a paid
 deploy). Every test ends with the ledger and claim invariants of ``tests.payment_support``."""
 
 from __future__ import annotations

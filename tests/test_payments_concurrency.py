@@ -1,5 +1,5 @@
-"""SPEC section 5: one tx submitted concurrently through two separate gateway processes (real
-uvicorn, ``python -m gateway serve``, one Redis) is credited exactly once.
+"""docs/PAYMENTS.md section 2: one tx submitted concurrently through two separate gateway processes
+(real uvicorn, ``python -m gateway serve``, one Redis) is credited exactly once.
 
 Each process reads a copy of config/local.toml with this test's Redis key prefix and a rate limit
 high enough for one wallet's 50 requests; the chains come from ``GATEWAY_RPC_<CHAIN>``."""

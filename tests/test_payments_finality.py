@@ -1,4 +1,4 @@
-"""SPEC section 5: confirmations, finality tags and RPC failover, on real anvil chains.
+"""docs/PAYMENTS.md section 2: confirmations, finality tags and RPC failover, on real anvil chains.
 
 anvil runs with ``--slots-in-an-epoch 1``: ``finalized`` trails ``latest`` by 2 blocks, so a
 payment is pending under the ``finalized`` policy until 2 more blocks are mined."""

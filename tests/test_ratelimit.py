@@ -1,4 +1,4 @@
-"""SPEC section 7: 30 requests/minute per (IP, wallet header), shared through Redis."""
+"""docs/PROTOCOL.md section 5: 30 requests/minute per (IP, wallet header), shared through Redis."""
 
 from __future__ import annotations
 

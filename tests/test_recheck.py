@@ -1,9 +1,9 @@
-"""SPEC section 5 (beyond): a payment credited at ``latest`` that a reorg removes is reversed
+"""docs/PAYMENTS.md section 3: a payment credited at ``latest`` that a reorg removes is reversed
 by the re-check once its height is finalized, with a ledger entry that says why; one that
 survives is confirmed and left alone.
 
 Reorgs rewrite history that snapshot/revert of the shared chains cannot undo reliably, so each
-test here gets its own anvil for arbitrum (CHAINS.md section 6)."""
+test here gets its own anvil for arbitrum (docs/CHAINS.md section 6)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""gateway.deploy.validation: every rule of SPEC section 4 step 1, as pure function calls."""
+"""gateway.deploy.validation: every rule of docs/PROTOCOL.md section 4 (validation), as pure
+function calls."""
 
 from __future__ import annotations
 

@@ -83,7 +83,7 @@ def check_project_type(value: object) -> str:
 
 
 def check_settings(value: object, project_type: str) -> dict[str, Any]:
-    """Validate the create body's ``settings`` (UPSTREAM.md section 3, "Settings (upload)").
+    """Validate the create body's ``settings`` (docs/UPSTREAM.md section 3, "Settings (upload)").
 
     For upload projects ``framework`` and ``runtime`` are both required, unless ``runtime`` is
     ``build-ai`` with ``useBuildAI: true`` or ``dockerfile`` with ``hasDockerfile: true``.

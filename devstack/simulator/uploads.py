@@ -1,7 +1,7 @@
 """Turn an upload body into a manifest: file names, sizes, and the failure marker if any.
 
-Three wire forms (UPSTREAM.md section 3): JSON ``{"files": [{"path", "content"}]}`` with text or
-base64 content (at most 100 files), and a multipart zip in the field ``file``. Bad base64, a
+Three wire forms (docs/UPSTREAM.md section 3): JSON ``{"files": [{"path", "content"}]}`` with text
+or base64 content (at most 100 files), and a multipart zip in the field ``file``. Bad base64, a
 corrupt zip or a malformed multipart body is a 400.
 
 Memory: the caller holds the one raw body buffer. The multipart part is a ``memoryview`` into

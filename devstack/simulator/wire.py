@@ -1,6 +1,6 @@
 """How the CreateOS simulator reads request bodies and writes answers.
 
-Envelopes (UPSTREAM.md section 1), chosen per answer from the live configuration:
+Envelopes (docs/UPSTREAM.md section 1), chosen per answer from the live configuration:
 
     jsend     success  {"status": "success", "data": ...}
               failure  {"status": "fail", "data": "message"}       (below 500)

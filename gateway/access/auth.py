@@ -1,4 +1,5 @@
-"""Wallet authentication (SPEC section 2): EIP-191 over ``{wallet}:{timestamp}:{nonce}``.
+"""Wallet authentication (docs/PROTOCOL.md section 2): EIP-191 over
+``{wallet}:{timestamp}:{nonce}``.
 
 Rules, checked in this order; each failure is an ``AuthFailed`` (401) naming the rule:
 1. all four headers present and well formed;
@@ -220,4 +221,3 @@ class WalletAuthenticator:
             "'{wallet}:{timestamp}:{nonce}'",
             code="bad_signature",
         )
-

@@ -1,4 +1,4 @@
-"""Rate limit (SPEC section 7): N requests per window per (client IP, X-Wallet-Address).
+"""Rate limit (docs/PROTOCOL.md section 5): N requests per window per (client IP, X-Wallet-Address).
 
 A GCRA in Lua, so every gateway process on the Redis shares the same budget and a hit is one
 atomic step. The window refills smoothly: after a burst of N, one more request is allowed every

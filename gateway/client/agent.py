@@ -4,7 +4,7 @@
         deployment = await c.deploy(collect(Path("app")).upload(), name="my-app")
         print(deployment.url)
 
-Rules it keeps (SPEC section 9):
+Rules it keeps (README.md, Deploying as an agent):
 - every request is signed afresh (new nonce and timestamp), retries included;
 - a quote is paid only when it is within the spend cap (``SpendCapExceeded`` otherwise, before
   anything is sent), with one ERC-20 ``transfer`` on the quoted chain, then the request is

@@ -1,4 +1,4 @@
-"""Signing requests the way the gateway checks them (SPEC section 2).
+"""Signing requests the way the gateway checks them (docs/PROTOCOL.md section 2).
 
 The message is ``{address}:{timestamp_ms}:{nonce}`` signed with EIP-191 ``personal_sign``: what
 viem's ``signMessage({message})`` and eth-account's ``sign_message(encode_defunct(text=...))``

@@ -1,4 +1,4 @@
-"""The paid deploy flow (SPEC section 4), top to bottom.
+"""The paid deploy flow (docs/PROTOCOL.md section 4), top to bottom.
 
     validate (web layer, ``gateway.deploy.validation``) -> lock (wallet, name) -> name free?
     -> quote -> verify and credit the payment, if any -> decide on credits
@@ -209,7 +209,8 @@ class DeployFlow:
     async def deploy(
         self, wallet: Wallet, request: DeployRequest, payment: PaymentHeaders
     ) -> Deployed:
-        """SPEC section 4 after validation. Raises the 409/402/400/502/503 of the module doc.
+        """docs/PROTOCOL.md section 4 after validation. Raises the 409/402/400/502/503 of the
+        module doc.
 
         Every call is counted once in ``deploys_total{kind="deploy",outcome}``."""
         async with self._counted("deploy"):

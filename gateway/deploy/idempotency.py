@@ -1,5 +1,5 @@
-"""``Idempotency-Key`` (SPEC section 4): the same key from the same wallet within 24 h returns
-the first answer and never deploys twice.
+"""``Idempotency-Key`` (docs/PROTOCOL.md section 4): the same key from the same wallet within 24 h
+returns the first answer and never deploys twice.
 
 Contract:
 

@@ -1,4 +1,4 @@
-"""Validation of deploy bodies (SPEC section 4 step 1): pure functions, no I/O.
+"""Validation of deploy bodies (docs/PROTOCOL.md section 4 (validation)): pure functions, no I/O.
 
 Everything a deploy needs is checked here, before any quote, payment claim or upstream call,
 so a request that CreateOS would refuse never costs the agent money. Each failure is a
@@ -12,7 +12,8 @@ Rules:
 - ``uniqueName`` 4-32 of ``[A-Za-z0-9-]`` (returned lowercase: it is a subdomain),
   ``displayName`` 4-48 of ``[A-Za-z0-9 _-]``, ``description`` 4-2048 characters;
 - ``months`` an integer (not a bool, not a float) from 1 to ``pricing.max_months``, default 1;
-- ``settings``: known keys only, typed and length-bounded, with the SPEC defaults filled in
+- ``settings``: known keys only, typed and length-bounded, with the documented defaults
+  (docs/PROTOCOL.md section 4) filled in
   (``port`` 3000, ``runtime`` "build-ai", ``useBuildAI`` true, ``hasDockerfile`` false) and
   CreateOS's combination rule applied: ``framework`` and ``runtime`` unless ``runtime`` is
   ``build-ai`` with ``useBuildAI`` or ``dockerfile`` with ``hasDockerfile``;

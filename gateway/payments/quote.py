@@ -127,7 +127,7 @@ def decide(
     opt_in: bool,
     credited_micro: int | None = None,
 ) -> DeployOnCredits | QuoteRequired:
-    """SPEC section 4 step 4, pure.
+    """docs/PAYMENTS.md section 1, pure.
 
     - balance >= amount and no active project: deploy;
     - balance >= amount, active projects and ``opt_in`` (``X-Use-Existing-Credits: true``):
@@ -166,7 +166,8 @@ def supported_chains(settings: Settings) -> list[dict[str, Any]]:
 
 
 def quote_required_error(decision: QuoteRequired, settings: Settings) -> PaymentRequired:
-    """The 402 quote of SPEC section 4 step 4 (the renderer adds ``Cache-Control: no-store``)."""
+    """The 402 quote of docs/PAYMENTS.md section 1 (the renderer adds
+    ``Cache-Control: no-store``)."""
     quote = decision.quote
     fields: dict[str, Any] = {
         "amount_usd": micro_to_usd_number(quote.amount_micro),

@@ -1,4 +1,5 @@
-"""Re-check of payments credited before finality (SPEC section 5 (beyond), CHAINS.md section 3).
+"""Re-check of payments credited before finality (docs/PAYMENTS.md section 3, docs/CHAINS.md
+section 3).
 
 A payment credited at ``latest`` or ``safe`` is queued by ``Ledger.credit_payment`` in the recheck
 sorted set (member ``chain_id:tx``, score = its block number). Once the chain's ``finalized``

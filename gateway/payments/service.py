@@ -63,7 +63,7 @@ class ChainReader(Protocol):
         ...
 
 
-# --- verification and crediting (SPEC section 5) ----------------------------------------------
+# --- verification and crediting (docs/PAYMENTS.md section 2) ---------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +140,7 @@ class PaymentService:
     ) -> PaymentCredited:
         """Verify the tx named by ``X-Payment-Tx`` and credit it to ``wallet``.
 
-        Raises (wire shape in the module and SPEC section 4 step 3):
+        Raises (wire shape in the module and docs/PROTOCOL.md section 4 (payment)):
         ``BadRequest`` malformed hash, unknown chain or token; ``Conflict`` already credited;
         ``PaymentRequired`` verification failed (``reason``), pending, not found, or being
         verified by another request right now; ``Unavailable`` no RPC answered or the

@@ -67,7 +67,7 @@ class PaymentCount:
 
 
 def count_payment(receipt: Receipt, *, token_address: str, pay_to: str, payer: str) -> PaymentCount:
-    """Sum the token's Transfer logs from ``payer`` to ``pay_to`` (SPEC section 5).
+    """Sum the token's Transfer logs from ``payer`` to ``pay_to`` (docs/PAYMENTS.md section 2).
 
     Only logs emitted by ``token_address`` count. When the sum is 0 the reason is the closest
     miss, most specific first: reverted, payer_mismatch, wrong_recipient, wrong_token,

@@ -1,5 +1,5 @@
-"""Metering (SPEC section 6): active projects burn their wallet's credits hourly; a wallet that
-cannot pay is suspended, a top-up resumes it.
+"""Metering (docs/PAYMENTS.md section 5): active projects burn their wallet's credits hourly; a
+wallet that cannot pay is suspended, a top-up resumes it.
 
 Hours. Hour ``h`` is ``[h * 3600, (h + 1) * 3600)`` in Unix seconds, and hours are charged in
 advance: hour ``h`` is due from its first second, the hour a project was created in being its
@@ -23,7 +23,7 @@ Suspension. When a project's due hour cannot be paid (``insufficient``), its wal
 the next hour for it: the project is suspended upstream first, then marked ``suspended`` here
 (compare-and-set from ``active``). Its unpaid hours are never billed. If CreateOS fails, the
 project stays ``active`` unpaid and the next run tries again; a 422 on suspend or unsuspend
-means "already so" (UPSTREAM.md section 6) and counts as done. ``suspend_wallet`` (recheck's
+means "already so" (docs/UPSTREAM.md section 6) and counts as done. ``suspend_wallet`` (recheck's
 ``on_negative_balance`` hook) suspends every active project of a wallet whose balance a reorg
 reversal left negative.
 

@@ -1,4 +1,5 @@
-"""A wallet's projects after the deploy: status, logs, listing and deletion (SPEC section 3).
+"""A wallet's projects after the deploy: status, logs, listing and deletion (docs/PROTOCOL.md
+section 3).
 
 Every call starts from the ownership record, so a wallet only ever sees its own projects:
 404 for an unknown (or deleted) project or a deployment id that is not one of the project's
@@ -6,7 +7,7 @@ recorded deployments, 403 for another wallet's project. CreateOS failures keep t
 public messages (502, or 503 + Retry-After when throttled); a 404 from CreateOS for a project
 we know becomes our 404.
 
-Deployment status mapping (SPEC section 3):
+Deployment status mapping (docs/PROTOCOL.md section 3):
 
 - ``deployed`` with an endpoint -> ``ready``, the endpoint ``https://``-prefixed when bare;
 - ``queue|queued|pending|building|deploying|promoting`` (and ``deployed`` while its endpoint is
@@ -82,7 +83,8 @@ class ProjectsUpstream(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class DeploymentStatus:
-    """One of the three SPEC bodies: ``deploying``, ``ready`` or ``failed``."""
+    """One of the three status bodies of docs/PROTOCOL.md section 3: ``deploying``, ``ready`` or
+    ``failed``."""
 
     status: str
     deployment_id: str
@@ -129,7 +131,8 @@ class ProjectSummary:
 def map_status(
     deployment: Deployment, build_log: list[BuildLogLine] | None = None
 ) -> DeploymentStatus:
-    """The SPEC mapping of a CreateOS deployment (``build_log`` only matters for build_error)."""
+    """The status mapping (docs/PROTOCOL.md section 3) of a CreateOS deployment (``build_log`` only
+    matters for build_error)."""
     raw = deployment.status
     if deployment.is_live and deployment.endpoint:
         return DeploymentStatus("ready", deployment.id, raw, endpoint=deployment.endpoint)

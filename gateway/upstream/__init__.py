@@ -1,6 +1,6 @@
 """The CreateOS adapter: the only package that imports httpx.
 
-``CreateOSClient`` speaks the REST API of UPSTREAM.md; ``parse_envelope`` decides success;
+``CreateOSClient`` speaks the REST API of docs/UPSTREAM.md; ``parse_envelope`` decides success;
 results are the frozen dataclasses of ``models``; failures are the ``Upstream*`` errors of
 ``errors``, all rooted in ``gateway.errors``.
 """

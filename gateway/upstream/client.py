@@ -4,7 +4,7 @@ One ``httpx.AsyncClient`` per instance (create one per process and share it). Ev
 exception becomes an ``UpstreamError`` in ``_httpx_errors_mapped``; every reply goes through
 ``parse_envelope``; every result is a frozen dataclass from ``models``.
 
-Retries (UPSTREAM.md section 6):
+Retries (docs/UPSTREAM.md section 6):
 
 - Safe calls (GETs, the name check, DELETE, suspend/unsuspend) are retried on connect
   errors, timeouts, dropped connections, 5xx and 429, with exponential backoff and jitter.

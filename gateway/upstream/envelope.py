@@ -1,6 +1,6 @@
 """The one place that decides whether a CreateOS reply succeeded, and what it carried.
 
-CreateOS wraps replies in an envelope whose exact shape is unverified (UPSTREAM.md section
+CreateOS wraps replies in an envelope whose exact shape is unverified (docs/UPSTREAM.md section
 1), so the parser accepts both forms seen in its sources:
 
     {"status": "success", "data": ...}        {"success": true, "data": ...}

@@ -22,7 +22,7 @@ __all__ = [
     "Project",
 ]
 
-# Deployment statuses (UPSTREAM.md section 4); spelled "queue", and there is no "failed".
+# Deployment statuses (docs/UPSTREAM.md section 4); spelled "queue", and there is no "failed".
 DEPLOYMENT_IN_PROGRESS = frozenset({"queue", "building", "deploying"})
 DEPLOYMENT_LIVE = "deployed"
 DEPLOYMENT_FAILED = frozenset({"build_error", "error", "cancelled"})
@@ -80,7 +80,7 @@ class Deployment:
         fields = _object(payload, "deployment")
         extra = fields.get("extra")
         endpoint = _optional_str(extra, "endpoint") if isinstance(extra, Mapping) else None
-        # UPSTREAM.md section 5: never build the URL from the name; take a top-level
+        # docs/UPSTREAM.md section 5: never build the URL from the name; take a top-level
         # ``url`` only if CreateOS ever sends one.
         endpoint = endpoint or _optional_str(fields, "url")
         return cls(

@@ -1,4 +1,5 @@
-"""Operator routes (SPEC section 3, Operator): ``/admin/*`` behind ``GATEWAY_ADMIN_TOKEN``.
+"""Operator routes (docs/PROTOCOL.md section 3, Operator): ``/admin/*`` behind
+``GATEWAY_ADMIN_TOKEN``.
 
 - No token configured: every route answers 404, as if it did not exist (off).
 - ``Authorization: Bearer <token>`` missing or wrong: 401 (compared in constant time).

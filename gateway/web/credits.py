@@ -1,4 +1,5 @@
-"""Credit routes (SPEC section 3, beyond): ``GET /agent/credits``, ``POST /agent/credits/topup``."""
+"""Credit routes (docs/PROTOCOL.md section 3): ``GET /agent/credits`` and
+``POST /agent/credits/topup``."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Deploy routes: ``POST /agent/deploy``, a deployment's status and its logs (SPEC 3, 4).
+"""Deploy routes: ``POST /agent/deploy``, a deployment's status and its logs (docs/PROTOCOL.md
+sections 3 and 4).
 
 Handlers stay thin: authenticate, read and validate the body (``gateway.deploy.validation``), hand
 the request to ``gateway.deploy.flow.DeployFlow`` and render its answer. The body of an upload is

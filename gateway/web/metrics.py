@@ -1,7 +1,7 @@
 """``GET /metrics``: the app's Prometheus series (``gateway.metrics``).
 
-Open when ``GATEWAY_ADMIN_TOKEN`` is unset (scrapers on a private network, SPEC section 7: not
-rate limited); when it is set, the route is an operator route like ``/admin/*`` and needs
+Open when ``GATEWAY_ADMIN_TOKEN`` is unset (scrapers on a private network, docs/PROTOCOL.md section
+5: not rate limited); when it is set, the route is an operator route like ``/admin/*`` and needs
 ``Authorization: Bearer <token>`` (401 otherwise), since the series name wallets' money flows
 in aggregate and the operator has said who may read operator data.
 """

@@ -178,7 +178,7 @@ _AUTHENTICATED_PATHS = re.compile(r"^/agent/(deploy|projects|credits)(/|$)")
 
 
 class RateLimitMiddleware:
-    """SPEC section 7 over every ``/agent/*`` route.
+    """docs/PROTOCOL.md section 5 over every ``/agent/*`` route.
 
     Public ``/agent/*`` routes are counted here, before the handler. For authenticated routes
     the count is left to the authenticator (it stores the bucket in ``scope["state"]``); a

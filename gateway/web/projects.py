@@ -1,4 +1,5 @@
-"""Project routes: the wallet's list, delete, and new code into an owned project (SPEC 3)."""
+"""Project routes: the wallet's list, delete, and new code into an owned project (docs/PROTOCOL.md
+section 3)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Rendering: JSON bodies, the error shape of SPEC section 1, and raw-ASGI error replies."""
+"""Rendering: JSON bodies, the error shape of docs/PROTOCOL.md section 1, and raw-ASGI error
+replies."""
 
 from __future__ import annotations
 

@@ -54,7 +54,7 @@ def services(request: Request) -> Services:
 
 
 async def authenticated(request: Request) -> Wallet:
-    """The wallet of a protected request (SPEC section 2), or AuthFailed / RateLimited.
+    """The wallet of a protected request (docs/PROTOCOL.md section 2), or AuthFailed / RateLimited.
 
     The request is counted against the rate limit here (see ``RateLimitMiddleware``)."""
     bucket: RateBucket | None = request.scope.get("state", {}).get("rate_bucket")

@@ -1,4 +1,5 @@
-"""Operator routes (SPEC section 3, Operator) and the command-line reads that share their data.
+"""Operator routes (docs/PROTOCOL.md section 3, Operator) and the command-line reads that share
+their data.
 
 Real Redis, the app in-process; payments are recorded through the ledger's own claim-and-credit
 script (the verification itself is tested with anvil elsewhere). The CLI runs as a subprocess.

@@ -1,4 +1,5 @@
-"""SPEC section 1: every failure is JSON; unknown routes 404, wrong methods 405, big bodies 413."""
+"""docs/PROTOCOL.md section 1: every failure is JSON; unknown routes 404, wrong methods 405, big
+bodies 413."""
 
 from __future__ import annotations
 
