@@ -116,13 +116,7 @@ class Audit:
         }
 
     async def payment(self, chain: str, tx: str) -> dict[str, Any]:
-        chain_config = self._settings.chain(chain.strip())
-        if chain_config is None:
-            raise BadRequest(
-                f"Unknown chain {chain!r}; configured: {', '.join(self._settings.chains)}",
-                code="unknown_chain",
-                field="chain",
-            )
+        chain_config = self._settings.require_chain(chain, field="chain")
         tx_hash = canonical_tx_hash(tx.strip())
         if tx_hash is None:
             raise BadRequest(

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from gateway.errors import ConfigError
+from gateway.errors import BadRequest, ConfigError
 from gateway.types import Finality, checksum_address, is_address, usd_to_micro
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -109,6 +109,18 @@ class Settings:
 
     def chain(self, name: str) -> ChainConfig | None:
         return self.chains.get(name.lower())
+
+    def require_chain(self, name: str, *, field: str) -> ChainConfig:
+        """The named chain (any case, surrounding spaces ignored); 400 ``unknown_chain`` naming
+        ``field`` and the configured chains otherwise."""
+        found = self.chain(name.strip())
+        if found is None:
+            raise BadRequest(
+                f"Unknown chain {name!r}; supported: {', '.join(self.chains)}",
+                code="unknown_chain",
+                field=field,
+            )
+        return found
 
     def chain_by_id(self, chain_id: int) -> ChainConfig | None:
         for chain in self.chains.values():

@@ -25,7 +25,9 @@ system_clock: Clock = time.time
 #: A lowercase ``0x`` + 64 hex transaction hash: the one stored, claimed and compared form.
 TxHash = NewType("TxHash", str)
 
-_ADDRESS_RE = re.compile(r"^0x[0-9a-fA-F]{40}$")
+#: An EVM address as accepted on input (any case); the OpenAPI document uses the same pattern.
+ADDRESS_PATTERN = r"^0x[0-9a-fA-F]{40}$"
+_ADDRESS_RE = re.compile(ADDRESS_PATTERN)
 _TX_HASH_RE = re.compile(r"^0x[0-9a-fA-F]{64}$")
 _USD_RE = re.compile(r"^-?\d{1,12}(\.\d{1,6})?$")
 

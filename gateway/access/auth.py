@@ -33,9 +33,8 @@ from gateway.access.ratelimit import RateLimiter
 from gateway.errors import AuthFailed
 from gateway.headers import NONCE, SIGNATURE, TIMESTAMP, WALLET_ADDRESS
 from gateway.store import Store
-from gateway.types import Clock, Wallet, checksum_address, system_clock
+from gateway.types import Clock, Wallet, checksum_address, is_address, system_clock
 
-_WALLET_RE = re.compile(r"^0x[0-9a-fA-F]{40}$")
 # 65 bytes for an EOA; a contract wallet's EIP-1271 signature may be longer.
 _SIGNATURE_RE = re.compile(r"^0x(?:[0-9a-fA-F]{2}){65,2048}$")
 _TIMESTAMP_RE = re.compile(r"^[0-9]{1,16}$")
@@ -81,7 +80,7 @@ def parse_auth_headers(headers: Mapping[str, str]) -> tuple[SignedRequest, str]:
         values[name] = value
     wallet, signature = values[WALLET_ADDRESS], values[SIGNATURE]
     timestamp, nonce = values[TIMESTAMP], values[NONCE]
-    if not _WALLET_RE.match(wallet):
+    if not is_address(wallet):
         raise AuthFailed(
             "X-Wallet-Address must be 0x followed by 40 hex digits", code="malformed_header"
         )

@@ -34,14 +34,7 @@ class Quote:
 def resolve_chain(settings: Settings, chain: str | None) -> ChainConfig:
     """The named chain (any case), the default chain when None; 400 naming the header otherwise."""
     name = chain if chain is not None and chain.strip() else settings.default_chain
-    found = settings.chain(name.strip())
-    if found is None:
-        raise BadRequest(
-            f"Unknown chain {name!r}; supported: {', '.join(settings.chains)}",
-            code="unknown_chain",
-            field=PAYMENT_CHAIN,
-        )
-    return found
+    return settings.require_chain(name, field=PAYMENT_CHAIN)
 
 
 def resolve_token(chain: ChainConfig, token: str | None) -> TokenConfig:

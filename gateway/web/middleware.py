@@ -21,6 +21,7 @@ from gateway.access.ratelimit import RateLimiter
 from gateway.errors import GatewayError, PayloadTooLarge
 from gateway.headers import FORWARDED_FOR, REQUEST_ID, WALLET_ADDRESS, raw_header
 from gateway.logs import RequestContext, enter_request, leave_request
+from gateway.types import is_address
 from gateway.web.responses import send_error
 
 _RAW_REQUEST_ID = raw_header(REQUEST_ID)
@@ -95,7 +96,6 @@ class RequestContextMiddleware:
 
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-_WALLET_RE = re.compile(r"^0x[0-9a-fA-F]{40}$")
 
 #: Routes that carry uploads get the configured (large) limit; every other route a small one.
 _UPLOAD_PATHS = re.compile(r"^/agent/(deploy|projects/[^/]+/deploy)/?$")
@@ -199,7 +199,7 @@ class RateLimitMiddleware:
         ip = client_ip(peer[0] if peer else None, headers.get(FORWARDED_FOR), self.trusted)
         wallet = headers.get(WALLET_ADDRESS, "")
         # Only a well-formed address names a bucket: arbitrary header text never becomes a key.
-        wallet_key = wallet.lower() if _WALLET_RE.match(wallet) else "-"
+        wallet_key = wallet.lower() if is_address(wallet) else "-"
         limiter: RateLimiter = scope["app"].state.services.limiter
         if not _AUTHENTICATED_PATHS.match(scope["path"]):
             try:

@@ -25,10 +25,11 @@ from gateway.headers import (
     USE_EXISTING_CREDITS,
     WALLET_ADDRESS,
 )
+from gateway.types import ADDRESS_PATTERN
 from gateway.web.responses import json_response
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
-_ADDRESS = {"type": "string", "pattern": "^0x[0-9a-fA-F]{40}$"}
+_ADDRESS = {"type": "string", "pattern": ADDRESS_PATTERN}
 _TX = {"type": "string", "pattern": "^0x[0-9a-fA-F]{64}$"}
 
 AUTH_PARAMETERS: list[dict[str, Any]] = [
@@ -482,7 +483,7 @@ def build_document() -> dict[str, Any]:
             },
             "parameters": {
                 "WalletAddress": header(
-                    WALLET_ADDRESS, "^0x[0-9a-fA-F]{40}$", "The paying/acting wallet"
+                    WALLET_ADDRESS, ADDRESS_PATTERN, "The paying/acting wallet"
                 ),
                 "Signature": header(
                     SIGNATURE,

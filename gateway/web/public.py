@@ -77,12 +77,7 @@ async def balance(request: Request) -> Response:
     if not is_address(address):
         raise BadRequest("address must be 0x followed by 40 hex digits", field="address")
     chain_name = request.query_params.get("chain", svc.settings.default_chain)
-    chain = svc.settings.chain(chain_name)
-    if chain is None:
-        raise BadRequest(
-            f"Unknown chain {chain_name!r}; supported: {', '.join(svc.settings.chains)}",
-            field="chain",
-        )
+    chain = svc.settings.require_chain(chain_name, field="chain")
     tokens = list(chain.tokens.values())
     raw = await svc.chains.get(chain.name).token_balances(address, tokens)
     return json_response(
