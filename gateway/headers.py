@@ -18,6 +18,7 @@ PAYMENT_CHAIN = "X-Payment-Chain"
 PAYMENT_TOKEN = "X-Payment-Token"
 USE_EXISTING_CREDITS = "X-Use-Existing-Credits"
 IDEMPOTENCY_KEY = "Idempotency-Key"
+IDEMPOTENT_REPLAYED = "Idempotent-Replayed"  # on an answer replayed for a repeated key
 
 # Request plumbing.
 REQUEST_ID = "X-Request-Id"
@@ -28,6 +29,8 @@ RETRY_AFTER = "Retry-After"
 CACHE_CONTROL = "Cache-Control"
 CONTENT_TYPE = "Content-Type"
 CONTENT_LENGTH = "Content-Length"
+ACCEPT = "Accept"
+USER_AGENT = "User-Agent"
 
 # Outbound to CreateOS (docs/UPSTREAM.md section 1).
 CREATEOS_API_KEY = "X-Api-Key"

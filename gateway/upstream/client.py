@@ -39,7 +39,14 @@ from typing import Any, Self, TypeVar
 
 import httpx
 
-from gateway.headers import CONTENT_LENGTH, CONTENT_TYPE, CREATEOS_API_KEY, RETRY_AFTER
+from gateway.headers import (
+    ACCEPT,
+    CONTENT_LENGTH,
+    CONTENT_TYPE,
+    CREATEOS_API_KEY,
+    RETRY_AFTER,
+    USER_AGENT,
+)
 from gateway.metrics import GatewayMetrics, upstream_endpoint
 from gateway.upstream.envelope import parse_envelope
 from gateway.upstream.errors import (
@@ -104,8 +111,8 @@ class CreateOSClient:
             base_url=_api_root(base_url),
             headers={
                 CREATEOS_API_KEY: api_key,
-                "Accept": "application/json",
-                "User-Agent": _USER_AGENT,
+                ACCEPT: "application/json",
+                USER_AGENT: _USER_AGENT,
             },
             timeout=httpx.Timeout(
                 connect=connect_timeout, read=read_timeout, write=read_timeout, pool=connect_timeout

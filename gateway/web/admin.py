@@ -19,7 +19,7 @@ from starlette.responses import Response
 from gateway.deploy.idempotency import parse_key
 from gateway.errors import AuthFailed, BadRequest, NotFound
 from gateway.headers import IDEMPOTENCY_KEY, WWW_AUTHENTICATE
-from gateway.web.deploy import answer_once
+from gateway.web.idempotent import answer_once
 from gateway.web.responses import json_response
 from gateway.web.services import services
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.routing import Route
 
-from gateway.web import admin, credits, deploy, metrics, openapi, projects, public
+from gateway.web import admin, credits, deploy, deployments, metrics, openapi, projects, public
 
 routes = [
     # public
@@ -19,11 +19,11 @@ routes = [
     Route("/agent/credits", credits.credits, methods=["GET"]),
     Route("/agent/credits/topup", credits.topup, methods=["POST"]),
     Route("/agent/deploy", deploy.deploy, methods=["POST"]),
-    Route("/agent/deploy/{projectId}/{deploymentId}/status", deploy.status, methods=["GET"]),
-    Route("/agent/deploy/{projectId}/{deploymentId}/logs", deploy.logs, methods=["GET"]),
+    Route("/agent/deploy/{projectId}/{deploymentId}/status", deployments.status, methods=["GET"]),
+    Route("/agent/deploy/{projectId}/{deploymentId}/logs", deployments.logs, methods=["GET"]),
     Route("/agent/projects", projects.list_projects, methods=["GET"]),
     Route("/agent/projects/{projectId}", projects.delete_project, methods=["DELETE"]),
-    Route("/agent/projects/{projectId}/deploy", projects.redeploy, methods=["POST"]),
+    Route("/agent/projects/{projectId}/deploy", deploy.redeploy, methods=["POST"]),
     # operator (Bearer GATEWAY_ADMIN_TOKEN; 404 when unset)
     Route("/admin/wallets/{address}", admin.wallet, methods=["GET"]),
     Route("/admin/wallets/{address}/adjust", admin.adjust, methods=["POST"]),

@@ -1,0 +1,67 @@
+"""Deployment routes: a deployment's status and its logs, owner only (docs/PROTOCOL.md
+section 3)."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gateway.errors import BadRequest
+from gateway.web.responses import json_response
+from gateway.web.services import authenticated, services
+
+MAX_SINCE_SECONDS = 7 * 24 * 3600
+
+
+async def status(request: Request) -> Response:
+    wallet = await authenticated(request)
+    project_id, deployment_id = _ids(request)
+    found = await services(request).projects.status(wallet.address, project_id, deployment_id)
+    return json_response(found.as_wire())
+
+
+async def logs(request: Request) -> Response:
+    """``kind=build`` (default): ``lines`` after ``skip``; ``kind=runtime``: ``text`` of the
+    last ``since`` seconds (default 60)."""
+    wallet = await authenticated(request)
+    svc = services(request)
+    project_id, deployment_id = _ids(request)
+    kind = request.query_params.get("kind", "build")
+    if kind == "build":
+        skip = _int_param(request, "skip", default=0, low=0, high=10**9)
+        lines = await svc.projects.build_logs(wallet.address, project_id, deployment_id, skip=skip)
+        return json_response(
+            {
+                "kind": "build",
+                "deployment_id": deployment_id,
+                "lines": [
+                    {
+                        "lineNumber": line.line_number,
+                        "log": line.log,
+                        "stage": line.stage,
+                        "ts": line.ts,
+                    }
+                    for line in lines
+                ],
+            }
+        )
+    if kind == "runtime":
+        since = _int_param(request, "since", default=60, low=1, high=MAX_SINCE_SECONDS)
+        text = await svc.projects.runtime_logs(
+            wallet.address, project_id, deployment_id, since_seconds=since
+        )
+        return json_response({"kind": "runtime", "deployment_id": deployment_id, "text": text})
+    raise BadRequest('kind must be "build" or "runtime"', field="kind")
+
+
+def _ids(request: Request) -> tuple[str, str]:
+    return request.path_params["projectId"], request.path_params["deploymentId"]
+
+
+def _int_param(request: Request, name: str, *, default: int, low: int, high: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise BadRequest(f"{name} must be an integer from {low} to {high}", field=name)
+    return int(raw)
