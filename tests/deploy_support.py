@@ -2,7 +2,7 @@
 
 The CreateOS simulator runs once per session over real HTTP (``ServerThread``) on a manual
 clock and is reset before each test; the gateway runs in-process on the real Redis and both
-anvil chains, pointed at the simulator. Test modules import the fixtures they use by name.
+anvil chains, pointed at the simulator. The root conftest registers this module as a plugin.
 """
 
 from __future__ import annotations

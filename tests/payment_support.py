@@ -9,17 +9,15 @@ every payment test must leave behind, whatever it did:
   payment record's tx is claimed ``used``: no claim is left pending and none is used without
   its credit.
 
-Test modules import the fixtures they use by name.
+The ``pgw`` fixture lives in tests/payments/conftest.py.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
-import pytest
 from eth_abi.abi import encode
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
@@ -31,7 +29,7 @@ from gateway.config import Settings
 from gateway.ledger import Ledger
 from gateway.store import Store
 from gateway.types import Clock, system_clock
-from tests.support import PAY_TO, Gateway, SettingsFactory, raw_redis, running_gateway
+from tests.support import PAY_TO, Gateway, SettingsFactory, raw_redis
 
 ARBITRUM, BASE = 42161, 8453
 CHAIN_IDS = {"arbitrum": ARBITRUM, "base": BASE}
@@ -123,16 +121,6 @@ async def assert_store_invariants(store: Store, ledger: Ledger) -> None:
         assert records[ref]["status"] in ("credited", "reversed"), records[ref]
     for ref in records:
         assert claims.get(ref) == "used", f"payment {ref} recorded without its claim"
-
-
-@pytest.fixture
-async def pgw(
-    make_settings: SettingsFactory, chains: dict[str, AnvilNode]
-) -> AsyncIterator[Gateway]:
-    """The gateway in-process on both anvil chains; checks the invariants afterwards."""
-    async with running_gateway(payment_settings(make_settings, chains)) as gateway:
-        yield gateway
-        await assert_invariants(gateway)
 
 
 async def assert_rejected(

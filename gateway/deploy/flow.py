@@ -14,7 +14,7 @@ Invariants:
 - No lost money: after a payment, every upstream failure answers 502 (503 + Retry-After when
   CreateOS throttles) with the balance and "retry without payment headers".
 - No double work: each step is written to the attempt record *before* its upstream call
-  (``deploy_records``), under a per-(wallet, name) lock. A retry adopts what the failed attempt
+  (``gateway.deploy.attempts``), under a per-(wallet, name) lock. A retry adopts what the failed attempt
   made: its project (from the record, or found by name after an ambiguous create) and its
   deployment (listed after an ambiguous upload: one not among the project's deployments from
   before the upload). Only after a definite failure is the step rolled back.

@@ -20,11 +20,10 @@ from tests.payment_support import (
     assert_invariants,
     pay,
     payment_settings,
-    running_gateway,
     topup,
     with_chain,
 )
-from tests.support import USDC, SettingsFactory, raw_redis
+from tests.support import USDC, SettingsFactory, raw_redis, running_gateway
 
 
 def dead_url() -> str:

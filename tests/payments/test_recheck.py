@@ -14,14 +14,8 @@ import pytest
 from eth_account.signers.local import LocalAccount
 
 from devstack.anvil import CANONICAL_TOKENS, AnvilNode, find_anvil_binary
-from tests.payment_support import (
-    ARBITRUM,
-    assert_invariants,
-    payment_settings,
-    running_gateway,
-    topup,
-)
-from tests.support import PAY_TO, USDC, SettingsFactory
+from tests.payment_support import ARBITRUM, assert_invariants, payment_settings, topup
+from tests.support import PAY_TO, USDC, SettingsFactory, running_gateway
 
 USDC_ADDRESS = CANONICAL_TOKENS[ARBITRUM]["usdc"]
 

@@ -21,15 +21,11 @@ from tests.payment_support import (
     new_payer,
     pay,
     payment_settings,
-    pgw,
-    running_gateway,
     send_as,
     token_address,
     topup,
 )
-from tests.support import PAY_TO, USDC, Gateway, SettingsFactory
-
-__all__ = ["pgw"]  # the fixture, used by name
+from tests.support import PAY_TO, USDC, Gateway, SettingsFactory, running_gateway
 
 # --- credited, once, with what arrived ------------------------------------------------------
 
