@@ -699,4 +699,6 @@ def _quote_text(quote: Quote) -> str:
         f"{quote.token.upper()} on {quote.chain} to {quote.pay_to} "
         f"(credits {quote.balance_usd} USD, {quote.active_projects} active projects)"
     )
+    if quote.credited_usd is not None:
+        text += f"; {quote.credited_usd} USD of the payment credited, this is what is missing"
     return f"{text}; {quote.warning}" if quote.warning else text
