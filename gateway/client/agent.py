@@ -699,6 +699,6 @@ def _quote_text(quote: Quote) -> str:
         f"{quote.token.upper()} on {quote.chain} to {quote.pay_to} "
         f"(credits {quote.balance_usd} USD, {quote.active_projects} active projects)"
     )
-    if quote.credited_usd is not None:
+    if quote.credited_usd is not None and quote.warning is None:
         text += f"; {quote.credited_usd} USD of the payment credited, this is what is missing"
     return f"{text}; {quote.warning}" if quote.warning else text
