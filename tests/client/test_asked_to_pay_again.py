@@ -277,3 +277,16 @@ async def test_the_spend_cap_is_the_total_for_the_command(
         "the gateway asks 0.2 USD more after this command paid 0.5 USD: 0.7 USD in all, "
         "above the spend cap of 0.6 USD; nothing more was paid"
     )
+
+
+async def test_a_shortfall_in_another_token_is_not_paid(
+    local_stack: LocalStack, stand_in_gateway: Callable[[Answer], tuple[StandIn, str]]
+) -> None:
+    other_token = {**quote(200_000, balance="0.3", credited_usd=0.3), "token": "usdt"}
+    _, url = stand_in_gateway(lambda paid: (402, other_token if paid else quote()))
+
+    done = await deploy_through(local_stack, url)
+
+    assert done.paid_amounts == [PRICE]
+    assert isinstance(done.error, AskedToPayAgain), done.error
+    assert ", on arbitrum usdt instead of its chain and token; not paying twice" in str(done.error)
