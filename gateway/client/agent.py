@@ -391,6 +391,7 @@ class AgentClient:
         may_pay = True
         spent = Decimal(0)  # paid by this call: the spend cap is for all of it together
         shortfall_paid = False
+        last_payment = payment  # the latest payment sent for this deploy, even once consumed
         deadline = time.monotonic() + self._confirm_timeout
         retries = {"upstream": 0, "in_progress": 0}
         while True:
@@ -420,7 +421,7 @@ class AgentClient:
             if answer.status == 402 and "amount_token" in answer.body:
                 quote = _parsed(Quote.from_wire, answer)
                 self._report("quote", _quote_text(quote), quote=quote)
-                followed = payment
+                followed = payment or last_payment
                 if payment is not None:
                     # Our tx was credited and the credits still fall short (or were spent):
                     # it is consumed either way, so forget it.
@@ -444,7 +445,7 @@ class AgentClient:
                 asked = max(quote.amount_usd, quote.token_amount_usd)
                 if spent + asked > self.max_usd:
                     raise SpendCapExceeded(asked, self.max_usd, spent)
-                payment = await self._pay(quote, journal_key=key, pending=pending)
+                payment = last_payment = await self._pay(quote, journal_key=key, pending=pending)
                 pending = self._journal.get(key) or pending
                 spent += asked
                 deadline = time.monotonic() + self._confirm_timeout
