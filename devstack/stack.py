@@ -7,6 +7,11 @@ clock (a deployment goes queue -> building -> deploying -> deployed in about 4 s
 gateway (uvicorn) from ``config/local.toml`` pointed at them. The demo wallet (anvil account #1)
 gets 1,000 test USDC and USDT on both chains; anvil gives it gas.
 
+The agent's state starts empty too: each run gets its own ``AGENT_STATE_DIR`` (in the run's
+temporary folder, printed in the exports and used by ``--demo``), so a journal of paid txs from
+an earlier run's chains never reaches this run's gateway. A user who sets ``AGENT_STATE_DIR``
+keeps it: that folder is exported and used instead, and left in place.
+
 Default ports: gateway 8402, anvil 8545/8546, simulator 8410 (``--any-ports``: free ones).
 """
 
@@ -15,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import shlex
 import shutil
 import signal
 import sys
@@ -45,6 +51,7 @@ from gateway.client.agent import AgentClient
 from gateway.client.bundle import collect
 from gateway.client.cli import format_progress, quiet_client_libraries
 from gateway.client.errors import ClientError
+from gateway.client.journal import FileJournal
 from gateway.client.models import Progress
 from gateway.config import PROJECT_ROOT, load_settings
 from gateway.store.embedded import EmbeddedRedis, EmbeddedRedisError
@@ -87,6 +94,7 @@ class DevStack:
     simulator_url: str = ""
     redis_url: str = ""
     workdir: Path | None = None
+    agent_state_dir: Path | None = None  # None: a fresh one in ``workdir`` for this run
     _exit: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
 
     @property
@@ -110,6 +118,9 @@ class DevStack:
         self.workdir = Path(tempfile.mkdtemp(prefix="gateway-dev-"))
         workdir = self.workdir
         self._exit.callback(shutil.rmtree, workdir, ignore_errors=True)
+        if self.agent_state_dir is None:
+            self.agent_state_dir = workdir / "agent"
+        self.agent_state_dir.mkdir(parents=True, exist_ok=True)
 
         redis = EmbeddedRedis(workdir / "redis").start()
         self._exit.callback(redis.stop)
@@ -157,6 +168,7 @@ class DevStack:
         lines = [
             f"export GATEWAY_URL={self.gateway_url}",
             f"export AGENT_PRIVATE_KEY={DEMO_ACCOUNT[1]}",
+            f"export AGENT_STATE_DIR={shlex.quote(str(self.agent_state_dir))}",
         ]
         lines += [f"export AGENT_RPC_URL_{n.upper()}={url}" for n, url in self.rpc_urls.items()]
         return "\n".join(lines)
@@ -197,11 +209,13 @@ async def run_demo(stack: DevStack, out: TextIO) -> int:
     def progress(step: Progress) -> None:
         say(format_progress(step))
 
+    assert stack.agent_state_dir is not None
     async with AgentClient(
         stack.gateway_url,
         stack.demo_account,
         rpc_urls=stack.rpc_urls,
         max_usd=Decimal(5),
+        journal=FileJournal(stack.agent_state_dir / "payments.json"),
         on_progress=progress,
         poll_seconds=0.5,
     ) as client:
@@ -242,7 +256,14 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     except AnvilNotFound as exc:
         print(f"error: {INSTALL_HINT}\n({exc})", file=sys.stderr)
         return 1
-    stack = DevStack(binary, any_ports=args.any_ports, gateway_port=args.port, out=out)
+    user_state_dir = environ.get("AGENT_STATE_DIR", "").strip()
+    stack = DevStack(
+        binary,
+        any_ports=args.any_ports,
+        gateway_port=args.port,
+        out=out,
+        agent_state_dir=Path(user_state_dir).expanduser() if user_state_dir else None,
+    )
     with _stop_on_sigterm():
         try:
             stack.start()

@@ -6,9 +6,17 @@
 
 Rules it keeps (README.md, Deploying as an agent):
 - every request is signed afresh (new nonce and timestamp), retries included;
-- a quote is paid only when it is within the spend cap (``SpendCapExceeded`` otherwise, before
-  anything is sent), with one ERC-20 ``transfer`` on the quoted chain, then the request is
-  retried with ``X-Payment-Tx`` once the receipt is mined;
+- a quote is paid only when it is within the spend cap, the total of what one call pays
+  (``SpendCapExceeded`` otherwise, before anything is sent), with one ERC-20 ``transfer`` on
+  the quoted chain, then the request is retried with ``X-Payment-Tx`` once the receipt is
+  mined;
+- a 402 whose ``warning`` says the credits already cover the deploy but fund other live
+  projects is never paid (``CreditsCoverQuote``): paying would not answer it; opting in
+  (``use_existing_credits``) does;
+- one deploy pays at most once, unless the gateway answers that payment with a 402 saying it
+  was credited and fell short (``credited_usd``, for less than the payment moved): that
+  shortfall is paid once, within the cap. Any other 402 after a payment is
+  ``AskedToPayAgain``;
 - a pending or not-found answer is retried with the *same* tx after ``Retry-After``; a paid tx
   is written to the journal before its receipt, so a retry after a gateway restart, a lost
   answer or a client crash sends the same tx instead of paying again;
@@ -38,8 +46,10 @@ import httpx
 from eth_account.signers.local import LocalAccount
 
 from gateway.client.errors import (
+    AskedToPayAgain,
     BuildFailed,
     ClientError,
+    CreditsCoverQuote,
     DeployTimedOut,
     GatewayRefused,
     GatewayUnreachable,
@@ -304,7 +314,7 @@ class AgentClient:
             self._report("submitting", f"retrying with the earlier payment {payment.tx_hash}")
         else:
             if amount_usd > self.max_usd:
-                raise SpendCapExceeded(str(amount_usd), str(self.max_usd))
+                raise SpendCapExceeded(amount_usd, self.max_usd, asking="this top-up pays")
             recipients = await self._ok("GET", "/agent/recipients", signed=False)
             pay_to = next(
                 str(r["address"]) for r in recipients.body["recipients"] if r["chain"] == chain_name
@@ -379,7 +389,9 @@ class AgentClient:
             self._report("submitting", f"retrying with the earlier payment {payment.tx_hash}")
         opt_in = use_existing_credits
         may_pay = True
-        spent = Decimal(0)
+        spent = Decimal(0)  # paid by this call: the spend cap is for all of it together
+        shortfall_paid = False
+        last_payment = payment  # the latest payment sent for this deploy, even once consumed
         deadline = time.monotonic() + self._confirm_timeout
         retries = {"upstream": 0, "in_progress": 0}
         while True:
@@ -408,22 +420,32 @@ class AgentClient:
 
             if answer.status == 402 and "amount_token" in answer.body:
                 quote = _parsed(Quote.from_wire, answer)
+                self._report("quote", _quote_text(quote), quote=quote)
+                followed = payment or last_payment
                 if payment is not None:
                     # Our tx was credited and the credits still fall short (or were spent):
                     # it is consumed either way, so forget it.
                     pending = PendingRequest(pending.idempotency_key)
                     self._journal.put(key, pending)
                     payment = None
-                self._report("quote", _quote_text(quote), quote=quote)
+                if quote.warning is not None and quote.balance_usd >= quote.amount_usd:
+                    raise CreditsCoverQuote(
+                        quote.amount_usd, quote.balance_usd, quote.active_projects, paid_usd=spent
+                    )
                 if not may_pay:
                     raise PaymentError(
                         "the gateway asks for a payment again after crediting this deploy's "
                         "payment; not paying twice (check `balance` and retry)"
                     )
+                if followed is not None:
+                    refusal = _not_a_shortfall(quote, followed, shortfall_paid=shortfall_paid)
+                    if refusal is not None:
+                        raise AskedToPayAgain(refusal, followed.tx_hash)
+                    shortfall_paid = True
                 asked = max(quote.amount_usd, quote.token_amount_usd)
                 if spent + asked > self.max_usd:
-                    raise SpendCapExceeded(str(asked), str(self.max_usd))
-                payment = await self._pay(quote, journal_key=key, pending=pending)
+                    raise SpendCapExceeded(asked, self.max_usd, spent)
+                payment = last_payment = await self._pay(quote, journal_key=key, pending=pending)
                 pending = self._journal.get(key) or pending
                 spent += asked
                 deadline = time.monotonic() + self._confirm_timeout
@@ -648,10 +670,36 @@ def _payment_of(pending: PendingRequest) -> Payment | None:
     return Payment(pending.chain, pending.token, pending.tx, pending.amount_token or 0)
 
 
+def _not_a_shortfall(quote: Quote, followed: Payment, *, shortfall_paid: bool) -> str | None:
+    """Why a 402 that answers the request carrying ``followed`` must not be paid (None: it is
+    the shortfall of that payment, which may be paid once). The gateway says a credited payment
+    fell short with ``credited_usd``, in the payment's chain and token, for less than the
+    payment moved; anything else paid again would be the same money twice."""
+    again = (
+        f"the gateway asks {quote.amount_usd} USD again after this deploy's payment "
+        f"{followed.tx_hash}"
+    )
+    advice = (
+        "; not paying twice. The payment stays in the wallet's credits (see `balance`); "
+        "retry on them, opting in to shared credits if other projects draw on them"
+    )
+    if quote.credited_usd is None:
+        return f"{again}, without saying it was credited and fell short{advice}"
+    if shortfall_paid:
+        return f"{again}, and the shortfall was paid already{advice}"
+    if (quote.chain, quote.token) != (followed.chain, followed.token):
+        return f"{again}, on {quote.chain} {quote.token} instead of its chain and token{advice}"
+    if quote.amount_token >= followed.amount_token:
+        return f"{again}: as much as the payment moved, so not its shortfall{advice}"
+    return None
+
+
 def _quote_text(quote: Quote) -> str:
     text = (
         f"402: {quote.amount_usd} USD = {quote.amount_token} base units of "
         f"{quote.token.upper()} on {quote.chain} to {quote.pay_to} "
         f"(credits {quote.balance_usd} USD, {quote.active_projects} active projects)"
     )
+    if quote.credited_usd is not None and quote.warning is None:
+        text += f"; {quote.credited_usd} USD of the payment credited, this is what is missing"
     return f"{text}; {quote.warning}" if quote.warning else text

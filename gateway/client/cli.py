@@ -26,7 +26,14 @@ from eth_account.signers.local import LocalAccount
 
 from gateway.client.agent import AgentClient
 from gateway.client.bundle import BundleError, collect
-from gateway.client.errors import BuildFailed, ClientError, PaymentRejected, SpendCapExceeded
+from gateway.client.errors import (
+    AskedToPayAgain,
+    BuildFailed,
+    ClientError,
+    CreditsCoverQuote,
+    PaymentRejected,
+    SpendCapExceeded,
+)
 from gateway.client.journal import FileJournal
 from gateway.client.models import Progress
 
@@ -35,7 +42,7 @@ class ExitCode(IntEnum):
     OK = 0
     FAILED = 1  # anything else: gateway refused, unreachable, payment failed, timeout
     USAGE = 2  # bad arguments, missing/invalid environment, DIR not deployable
-    PAYMENT_REFUSED = 3  # the quote is above --max-usd: nothing was paid
+    PAYMENT_REFUSED = 3  # above --max-usd, or the credits cover it (no --use-credits): not paid
     BUILD_FAILED = 4  # the deployment ended "failed"
 
 
@@ -45,13 +52,14 @@ environment:
   AGENT_PRIVATE_KEY       the wallet that signs requests and pays (0x + 64 hex)
   AGENT_RPC_URL_<CHAIN>   RPC URL to pay on that chain (e.g. AGENT_RPC_URL_ARBITRUM)
   AGENT_RPC_URL           RPC URL for any chain without its own
-  AGENT_MAX_USD           default spend cap per deploy in USD (default 5)
+  AGENT_MAX_USD           default spend cap of one command in USD (default 5)
   AGENT_STATE_DIR         where paid-but-unused txs are remembered
                           (default ~/.cache/agent-deploy-gateway)
 
 exit codes:
-  0 success · 1 other failure · 2 usage error · 3 payment refused (quote above the spend cap)
-  4 build failed
+  0 success · 1 other failure · 2 usage error · 4 build failed
+  3 payment refused: above the spend cap, or the credits already cover the deploy but other
+    live projects share them (--use-credits deploys on them)
 """
 
 
@@ -118,7 +126,9 @@ def _payment_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--chain", help="payment chain: arbitrum or base (default: the gateway's)")
     parser.add_argument("--token", help="payment token: usdc or usdt (default usdc)")
     parser.add_argument(
-        "--max-usd", type=_usd_argument, help="refuse to pay more than this (default 5)"
+        "--max-usd",
+        type=_usd_argument,
+        help="refuse to pay more than this in all for the command (default 5)",
     )
     parser.add_argument(
         "--use-credits",
@@ -202,6 +212,11 @@ def _run(
         return _fail(output, exc, ExitCode.USAGE)
     except SpendCapExceeded as exc:
         return _fail(output, exc, ExitCode.PAYMENT_REFUSED)
+    except CreditsCoverQuote as exc:
+        advice = f"{exc.summary}. Rerun with --use-credits to deploy on the credits"
+        return _fail(output, exc, ExitCode.PAYMENT_REFUSED, advice)
+    except AskedToPayAgain as exc:
+        return _fail(output, exc, ExitCode.FAILED, tx=exc.tx)
     except BuildFailed as exc:
         return _fail(output, exc, ExitCode.BUILD_FAILED, status=exc.status)
     except PaymentRejected as exc:
@@ -210,12 +225,16 @@ def _run(
         return _fail(output, exc, ExitCode.FAILED)
 
 
-def _fail(output: Output, exc: Exception, code: ExitCode, **extra: Any) -> int:
+def _fail(
+    output: Output, exc: Exception, code: ExitCode, message: str | None = None, **extra: Any
+) -> int:
+    """Print ``message`` (default: the error's own) and return ``code``."""
+    text = str(exc) if message is None else message
     if output.as_json:
-        body = {"error": str(exc), "kind": type(exc).__name__, "exit_code": int(code), **extra}
+        body = {"error": text, "kind": type(exc).__name__, "exit_code": int(code), **extra}
         output.result("", body)
     else:
-        print(f"error: {exc}", file=output.err)
+        print(f"error: {text}", file=output.err)
     return int(code)
 
 

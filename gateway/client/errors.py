@@ -7,7 +7,9 @@ errors are mapped to these at the boundary.
     │   ├── NameTaken           409: the project name belongs to someone else
     │   └── UpstreamFailed      502: CreateOS failed, still failing after retries on credits
     ├── PaymentError            nothing more is paid automatically after one of these
-    │   ├── SpendCapExceeded    the quote is above the caller's cap: nothing was paid
+    │   ├── SpendCapExceeded    paying the quote would take the command above its cap
+    │   ├── CreditsCoverQuote   the credits cover it, other live projects share them: not paid
+    │   ├── AskedToPayAgain     a 402 after this deploy's payment that is not its shortfall
     │   ├── InsufficientFunds   the wallet holds less of the token than the quote
     │   ├── NoRpcForChain       no RPC URL for the quoted chain, or it serves another chain
     │   ├── TransferFailed      the transfer could not be sent or reverted on-chain
@@ -19,6 +21,7 @@ errors are mapped to these at the boundary.
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -58,12 +61,75 @@ class PaymentError(ClientError):
 
 
 class SpendCapExceeded(PaymentError):
-    """The quote is above the spend cap; nothing was paid."""
+    """Paying ``asked_usd`` would take what this command paid (``paid_usd``) above the spend
+    cap (``cap_usd``, the total for one command); nothing more was paid. ``asking`` names who
+    asks (the gateway's quote, or the caller's own top-up)."""
 
-    def __init__(self, amount_usd: str, cap_usd: str) -> None:
-        super().__init__(f"the gateway asks {amount_usd} USD, above the spend cap of {cap_usd} USD")
-        self.amount_usd = amount_usd
+    def __init__(
+        self,
+        asked_usd: Decimal,
+        cap_usd: Decimal,
+        paid_usd: Decimal = Decimal(0),
+        *,
+        asking: str = "the gateway asks",
+    ) -> None:
+        if paid_usd:
+            text = (
+                f"{asking} {asked_usd} USD more after this command paid {paid_usd} USD: "
+                f"{paid_usd + asked_usd} USD in all, above the spend cap of {cap_usd} USD; "
+                "nothing more was paid"
+            )
+        else:
+            text = (
+                f"{asking} {asked_usd} USD, above the spend cap of {cap_usd} USD; nothing was paid"
+            )
+        super().__init__(text)
+        self.asked_usd = asked_usd
         self.cap_usd = cap_usd
+        self.paid_usd = paid_usd
+
+
+class CreditsCoverQuote(PaymentError):
+    """A 402 with the sharing ``warning``: the wallet's credits (``balance_usd``) already cover
+    the deploy (``amount_usd``), but ``active_projects`` other live projects draw on them, and
+    the caller did not opt in. Paying would only add credits the deploy does not need, so
+    nothing was paid; opting in (``use_existing_credits=True``, the CLI's ``--use-credits``)
+    deploys on the credits."""
+
+    def __init__(
+        self,
+        amount_usd: Decimal,
+        balance_usd: Decimal,
+        active_projects: int,
+        *,
+        paid_usd: Decimal = Decimal(0),
+    ) -> None:
+        plural = "project draws" if active_projects == 1 else "projects draw"
+        paid = f"this command paid {paid_usd} USD and " if paid_usd else ""
+        nothing = "nothing more was paid" if paid_usd else "nothing was paid"
+        self.summary = (
+            f"{paid}the wallet's credits ({balance_usd} USD) cover this deploy "
+            f"({amount_usd} USD), but {active_projects} other live {plural} on them and would "
+            f"run shorter; {nothing}"
+        )
+        super().__init__(
+            f"{self.summary}. To deploy on the credits anyway, opt in with "
+            "use_existing_credits=True"
+        )
+        self.amount_usd = amount_usd
+        self.balance_usd = balance_usd
+        self.active_projects = active_projects
+        self.paid_usd = paid_usd
+
+
+class AskedToPayAgain(PaymentError):
+    """The gateway answered this deploy's payment (``tx``) with another 402 that is not the
+    shortfall of a credited payment (or a shortfall was paid already); nothing more was paid.
+    The payment stays credited to the wallet: retrying on those credits costs nothing."""
+
+    def __init__(self, message: str, tx: str) -> None:
+        super().__init__(message)
+        self.tx = tx
 
 
 class InsufficientFunds(PaymentError):

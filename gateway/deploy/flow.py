@@ -10,14 +10,15 @@ Invariants:
 - Nothing costs money before the request is known to be deployable: the body is validated and
   the name checked before the quote; a payment is credited before any upstream write.
 - Credits are not debited here: metering burns them hourly. The decision only requires
-  ``balance >= quote`` (and the opt-in when other projects share the credits).
+  ``balance >= quote`` (and, when other projects share the credits, the opt-in header or a
+  payment credited by this very request: a paid request is never asked to pay again).
 - No lost money: after a payment, every upstream failure answers 502 (503 + Retry-After when
   CreateOS throttles) with the balance and "retry without payment headers".
 - No double work: each step is written to the attempt record *before* its upstream call
-  (``gateway.deploy.attempts``), under a per-(wallet, name) lock. A retry adopts what the failed attempt
-  made: its project (from the record, or found by name after an ambiguous create) and its
-  deployment (listed after an ambiguous upload: one not among the project's deployments from
-  before the upload). Only after a definite failure is the step rolled back.
+  (``gateway.deploy.attempts``), under a per-(wallet, name) lock. A retry adopts what the
+  failed attempt made: its project (from the record, or found by name after an ambiguous
+  create) and its deployment (listed after an ambiguous upload: one not among the project's
+  deployments from before the upload). Only after a definite failure is the step rolled back.
 - No orphan from a failed create: a definite failure created nothing; an ambiguous one is
   recovered by name at once (and again on the retry); a project we created but cannot record
   (storage down) is deleted upstream again.
@@ -31,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import binascii
 import contextlib
-import dataclasses
 import io
 import logging
 import zipfile
@@ -347,8 +347,10 @@ class DeployFlow:
         *,
         itself: bool,
     ) -> tuple[DeployOnCredits, _Money]:
-        """Deploy on credits, or raise the 402 quote. ``itself``: the project being deployed
-        is already one of the wallet's active projects (a redeploy) and is not counted."""
+        """Deploy on credits, or raise the 402 quote. A payment credited by this request opts
+        in to credits shared with other projects, and a 402 after it asks only the shortfall
+        (``decide``). ``itself``: the project being deployed is already one of the wallet's
+        active projects (a redeploy) and is not counted."""
         if credited is not None:
             balance = credited.balance_micro
         else:
@@ -356,14 +358,18 @@ class DeployFlow:
         active = await self._ownership.active_count(wallet.address)
         if itself:
             active = max(0, active - 1)
-        decision = decide(balance, active, quote, opt_in=payment.use_existing_credits)
+        credited_micro = None if credited is None else credited.amount_micro
+        decision = decide(
+            balance,
+            active,
+            quote,
+            opt_in=payment.use_existing_credits,
+            credited_micro=credited_micro,
+        )
         if isinstance(decision, QuoteRequired):
-            if credited is not None:
-                decision = dataclasses.replace(decision, credited_micro=credited.amount_micro)
             self._metrics.quote_issued(quote.chain.name, quote.token.key)
             raise quote_required_error(decision, self._settings)
-        money = _Money(balance, None if credited is None else credited.amount_micro)
-        return decision, money
+        return decision, _Money(balance, credited_micro)
 
     # --- upstream writes, each one recorded before it is sent -----------------------------
 

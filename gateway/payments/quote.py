@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,8 +94,9 @@ class QuoteRequired:
     """The deploy needs a payment first: rendered as the 402 quote by ``quote_required_error``.
 
     ``warning`` is set when the balance would cover it but other projects depend on it and the
-    wallet did not opt in; ``credited_micro`` when a payment was just credited and still falls
-    short.
+    wallet did not opt in. ``credited_micro`` is set when a payment was just credited by this
+    request and still falls short; ``quote`` then asks only the shortfall and ``price_micro``
+    is the deploy's whole price.
     """
 
     quote: Quote
@@ -102,6 +104,7 @@ class QuoteRequired:
     active_projects: int
     warning: str | None = None
     credited_micro: int | None = None
+    price_micro: int | None = None
 
 
 def _shrink_warning(active_projects: int, quote: Quote) -> str:
@@ -109,6 +112,16 @@ def _shrink_warning(active_projects: int, quote: Quote) -> str:
     return (
         f"This wallet has {active_projects} active {plural} funded by the same credits; spending "
         f"{micro_to_usd_number(quote.amount_micro)} USD on this deploy shortens their runtime."
+    )
+
+
+def _shortfall(quote: Quote, balance_micro: int) -> Quote:
+    """``quote`` reduced to what the balance lacks (ceil in the token, like every quote)."""
+    missing = quote.amount_micro - balance_micro
+    return dataclasses.replace(
+        quote,
+        amount_micro=missing,
+        amount_token=micro_usd_to_token_units(missing, quote.token.decimals),
     )
 
 
@@ -120,21 +133,37 @@ def decide(
     opt_in: bool,
     credited_micro: int | None = None,
 ) -> DeployOnCredits | QuoteRequired:
-    """docs/PAYMENTS.md section 1, pure.
+    """docs/PAYMENTS.md section 1, pure. ``credited_micro``: what a payment credited by this
+    very request added (None without one).
 
     - balance >= amount and no active project: deploy;
-    - balance >= amount, active projects and ``opt_in`` (``X-Use-Existing-Credits: true``):
-      deploy, with a warning that the others' runtime shrinks;
-    - balance >= amount, active projects, no opt-in: 402 quote carrying that warning and how to
-      opt in;
-    - otherwise: 402 quote.
-    ``credited_micro`` (a payment credited by this request) is carried into the 402.
+    - balance >= amount, active projects and either ``opt_in`` (``X-Use-Existing-Credits:
+      true``) or a payment credited by this request: deploy, with a warning that the others'
+      runtime shrinks. The payment is the agent's answer to the sharing question; asking it
+      again would invite a second payment;
+    - balance >= amount, active projects, no opt-in and no payment: 402 quote carrying that
+      warning and how to opt in;
+    - otherwise: 402 quote. After a payment credited by this request it asks only the
+      shortfall (amount - balance), never the whole price again, and says what was credited.
     """
     covered = balance_micro >= quote.amount_micro
     if covered and active_projects == 0:
         return DeployOnCredits(warning=None)
     if covered and opt_in:
         return DeployOnCredits(warning=_shrink_warning(active_projects, quote))
+    if covered and credited_micro is not None:
+        return DeployOnCredits(
+            warning="Your payment is credited and deploys this project on credits shared with "
+            "the other live projects. " + _shrink_warning(active_projects, quote)
+        )
+    if credited_micro is not None:
+        return QuoteRequired(
+            quote=_shortfall(quote, balance_micro),
+            balance_micro=balance_micro,
+            active_projects=active_projects,
+            credited_micro=credited_micro,
+            price_micro=quote.amount_micro,
+        )
     warning = None
     if covered:
         warning = (
@@ -146,7 +175,6 @@ def decide(
         balance_micro=balance_micro,
         active_projects=active_projects,
         warning=warning,
-        credited_micro=credited_micro,
     )
 
 
@@ -177,4 +205,6 @@ def quote_required_error(decision: QuoteRequired, settings: Settings) -> Payment
         fields["warning"] = decision.warning
     if decision.credited_micro is not None:
         fields["credited_usd"] = micro_to_usd_number(decision.credited_micro)
+    if decision.price_micro is not None:
+        fields["price_usd"] = micro_to_usd_number(decision.price_micro)
     return PaymentRequired("Payment required", **fields)

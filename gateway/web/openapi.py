@@ -176,6 +176,7 @@ _QUOTE = _obj(
     supported_chains={"type": "array"},
     warning=_STR,
     credited_usd=_NUM,
+    price_usd=_NUM,
     reason=_STR,
     payment_status=_STR,
 )

@@ -22,8 +22,11 @@ async def test_top_up_then_deploy_and_redeploy_on_those_credits(local_stack: Loc
         max_usd=Decimal(2),
         poll_seconds=0.2,
     ) as client:
-        with pytest.raises(SpendCapExceeded):
+        with pytest.raises(SpendCapExceeded) as refused:
             await client.top_up(Decimal(3))
+        assert str(refused.value) == (
+            "this top-up pays 3 USD, above the spend cap of 2 USD; nothing was paid"
+        )
         assert local_stack.transfers_from(agent.address) == []
 
         topped = await client.top_up(Decimal("1.5"))

@@ -139,7 +139,10 @@ def test_quote_above_max_usd_is_refused_without_paying(
         env, "deploy", str(app), "--name", "cli-capped-app", "--months", "3", "--max-usd", "1"
     )
     assert refused.returncode == ExitCode.PAYMENT_REFUSED == 3, refused.stderr
-    assert "1.5 USD, above the spend cap of 1 USD" in refused.stderr
+    assert (
+        "error: the gateway asks 1.5 USD, above the spend cap of 1 USD; nothing was paid"
+        in refused.stderr
+    )
     assert local_stack.transfers_from(agent.address) == []
 
 

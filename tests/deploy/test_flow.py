@@ -13,6 +13,7 @@ from eth_account.signers.local import LocalAccount
 from devstack.anvil import AnvilNode
 from devstack.clock import ManualClock
 from devstack.simulator.server import CreateOSSimulator
+from gateway.ledger import EntryKind
 from tests.deploy_support import (
     FINISH_SECONDS,
     ONE_USD,
@@ -127,15 +128,73 @@ async def test_other_active_projects_need_the_opt_in(
     assert len(sim.projects()) == 2
 
 
-async def test_payment_that_falls_short_says_it_was_credited(
+async def test_paid_deploy_from_a_wallet_with_a_live_project_needs_no_opt_in(
     gw: Gateway, sim: CreateOSSimulator, arbitrum: AnvilNode, agent: LocalAccount
 ) -> None:
+    """The payment is the agent's answer to the sharing question: the paid request deploys
+    (one credit, one project) instead of asking again, which invited a second payment."""
+    await gw.credit(agent.address, ONE_USD // 2)
+    assert (await deploy(gw, agent, deploy_body("live-app"))).status_code == 200
+    warned = await deploy(gw, agent, deploy_body("paid-second"))
+    assert warned.status_code == 402 and "X-Use-Existing-Credits" in warned.json()["warning"]
+
+    tx = pay(arbitrum, agent, int(warned.json()["amount_token"]))
+    response = await deploy(gw, agent, deploy_body("paid-second"), X_Payment_Tx=tx)
+
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["message"].startswith("Deployment started. Poll status for updates. Warning: ")
+    assert "credits shared with the other live projects" in answer["message"]
+    assert "1 active project funded by the same credits" in answer["warning"]
+    payments = [e for e in await gw.services.ledger.entries(agent.address) if e.kind == "payment"]
+    assert [(e.amount_micro, tx in e.ref) for e in payments] == [(500_000, True)]
+    assert await gw.balance(agent.address) == ONE_USD
+    assert [p.unique_name for p in sim.projects()].count("paid-second") == 1
+    assert len(creates(sim)) == 2  # live-app, then paid-second once
+
+
+async def test_payment_that_falls_short_is_quoted_only_the_shortfall(
+    gw: Gateway, sim: CreateOSSimulator, arbitrum: AnvilNode, agent: LocalAccount
+) -> None:
+    """After a credited payment, the 402 never asks for the same money again: 0.30 of a 0.50
+    quote arrived, so it asks 0.20, and paying that deploys."""
     tx = pay(arbitrum, agent, 300_000)
     response = await deploy(gw, agent, deploy_body("short-paid"), X_Payment_Tx=tx)
     assert response.status_code == 402
-    assert response.json()["credited_usd"] == 0.3
-    assert response.json()["current_credit_balance_usd"] == 0.3
+    body = response.json()
+    assert body["credited_usd"] == 0.3 and body["current_credit_balance_usd"] == 0.3
+    assert body["amount_usd"] == 0.2 and body["amount_token"] == "200000"
+    assert body["price_usd"] == 0.5
+    assert "warning" not in body
     assert creates(sim) == []
+
+    rest = pay(arbitrum, agent, int(body["amount_token"]))
+    deployed = await deploy(gw, agent, deploy_body("short-paid"), X_Payment_Tx=rest)
+    assert deployed.status_code == 200, deployed.text
+    assert await gw.balance(agent.address) == 500_000
+    assert len(creates(sim)) == 1
+
+
+async def test_short_payment_next_to_a_live_project_asks_the_shortfall_without_warning(
+    gw: Gateway, sim: CreateOSSimulator, arbitrum: AnvilNode, agent: LocalAccount
+) -> None:
+    await gw.credit(agent.address, ONE_USD // 2)
+    assert (await deploy(gw, agent, deploy_body("live-one"))).status_code == 200
+    await gw.services.ledger.apply(
+        agent.address, EntryKind.ADJUSTMENT, -400_000, ref="test", reason="burnt"
+    )
+    tx = pay(arbitrum, agent, 300_000)  # 0.10 + 0.30 of a 0.50 quote
+    short = await deploy(gw, agent, deploy_body("short-two"), X_Payment_Tx=tx)
+    assert short.status_code == 402
+    body = short.json()
+    assert body["amount_token"] == "100000" and body["credited_usd"] == 0.3
+    assert body["active_projects"] == 1 and "warning" not in body
+
+    rest = pay(arbitrum, agent, 100_000)
+    deployed = await deploy(gw, agent, deploy_body("short-two"), X_Payment_Tx=rest)
+    assert deployed.status_code == 200, deployed.text  # the paid request needs no opt-in
+    assert "warning" in deployed.json()
+    assert len(creates(sim)) == 2
 
 
 async def test_name_taken_by_another_wallet_is_409_before_payment(

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import httpx
 
@@ -16,21 +18,33 @@ DEMO_TIMEOUT_S = 180
 
 
 def dev_env(**changes: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "REDIS_URL"))}
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "REDIS_URL", "AGENT_"))
+    }
     env.update(changes)
     return env
 
 
-def test_demo_deploys_end_to_end_and_exits_0() -> None:
-    done = subprocess.run(
+def exported_state_dir(out: str) -> Path:
+    found = re.search(r"^export AGENT_STATE_DIR=(\S+)$", out, re.M)
+    assert found, out
+    return Path(found.group(1))
+
+
+def run_demo(**env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         [sys.executable, "-m", "gateway", "dev", "--demo", "--any-ports"],
         cwd=PROJECT_ROOT,
-        env=dev_env(),
+        env=dev_env(**env),
         capture_output=True,
         text=True,
         timeout=DEMO_TIMEOUT_S,
         check=False,
     )
+
+
+def test_demo_deploys_end_to_end_and_exits_0() -> None:
+    done = run_demo()
     out = done.stdout
     assert done.returncode == 0, f"stdout:\n{out}\nstderr:\n{done.stderr}"
     assert re.search(r"gateway +http://127\.0\.0\.1:\d+", out)
@@ -49,6 +63,19 @@ def test_demo_deploys_end_to_end_and_exits_0() -> None:
     assert -1 not in positions, out
     assert positions == sorted(positions), out
     assert "credits 0.5 USD, 1 active project(s)" in out
+    # The run's own agent state (journal included), gone with the run: the next starts empty.
+    state_dir = exported_state_dir(out)
+    assert state_dir.name == "agent" and state_dir.parent.name.startswith("gateway-dev-")
+    assert not state_dir.parent.exists()
+
+
+def test_an_agent_state_dir_set_by_the_user_is_exported_used_and_kept(tmp_path: Path) -> None:
+    state_dir = tmp_path / "my agent state"
+    done = run_demo(AGENT_STATE_DIR=str(state_dir))
+    assert done.returncode == 0, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+    assert f"export AGENT_STATE_DIR='{state_dir}'" in done.stdout
+    journal = state_dir / "payments.json"  # the demo journalled its payment there
+    assert json.loads(journal.read_text(encoding="utf-8")) == {}  # and forgot it once deployed
 
 
 def test_sigterm_stops_the_whole_stack() -> None:
@@ -68,12 +95,15 @@ def test_sigterm_stops_the_whole_stack() -> None:
             break
     urls = re.findall(r"^(?:anvil|gateway|createos) +(http://\S+)", "".join(lines), re.M)
     assert len(urls) == 4, lines
+    state_dir = exported_state_dir("".join(lines))
+    assert state_dir.is_dir()
     assert httpx.get(urls[-1] + "/health").json() == {"status": "ok"}
 
     process.send_signal(signal.SIGTERM)
     rest, _ = process.communicate(timeout=60)
     assert process.returncode == 0
     assert "stopping" in rest
+    assert not state_dir.exists()
     for url in urls:  # nothing answers any more: every part was stopped
         try:
             httpx.post(url, json={}, timeout=1)

@@ -94,6 +94,7 @@ async def test_an_underpaid_deploy_credits_the_payment_and_quotes_the_rest(
     body = response.json()
     assert body["error"] == "Payment required"
     assert body["credited_usd"] == 0.3 and body["current_credit_balance_usd"] == 0.3
+    assert body["amount_usd"] == 0.2 and body["price_usd"] == 0.5  # only the rest
     assert sim.projects() == []
     assert await pgw.balance(agent.address) == 300_000
 
