@@ -35,7 +35,7 @@ import contextlib
 import io
 import logging
 import zipfile
-from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeGuard, TypeVar
 
@@ -119,7 +119,13 @@ class Payments(Protocol):
     """Verifies and credits ``X-Payment-Tx`` (``gateway.payments.service.PaymentService``)."""
 
     async def accept(
-        self, wallet: Wallet, *, tx: str, chain: str | None, token: str | None
+        self,
+        wallet: Wallet,
+        *,
+        tx: str,
+        chain: str | None,
+        token: str | None,
+        before_credit: Callable[[], Awaitable[None]] | None = None,
     ) -> PaymentCredited: ...
 
 
@@ -243,11 +249,12 @@ class DeployFlow:
             attempt = await self._attempts.load(wallet.address, name)
             if attempt is not None and attempt.kind != "deploy":
                 attempt = None
-            await self._check_name_free(wallet, name, attempt)
             quote = make_quote(
                 self._settings, months=request.months, chain=payment.chain, token=payment.token
             )
-            credited = await self._accept_payment(wallet, payment)
+            credited = await self._accept_payment(
+                wallet, payment, name_check=self._check_name_free(wallet, name, attempt)
+            )
             decision, money = await self._decide(wallet, quote, payment, credited, itself=False)
             async with self._answering_upstream_failures(money):
                 project_id = await self._create_or_adopt(wallet, request, attempt, money)
@@ -330,13 +337,47 @@ class DeployFlow:
             raise name_taken()
 
     async def _accept_payment(
-        self, wallet: Wallet, payment: PaymentHeaders
+        self,
+        wallet: Wallet,
+        payment: PaymentHeaders,
+        *,
+        name_check: Coroutine[Any, Any, None] | None = None,
     ) -> PaymentCredited | None:
+        """Verify and credit the payment, if any. With ``name_check`` (a deploy), the check runs
+        concurrently with the verification's RPC calls (they need nothing from each other: on
+        a real network this saves the longer of the two), but the payment is credited only
+        once the name is known free: a 409 leaves the tx unclaimed, as if the name had been
+        checked first, and takes precedence over the payment's own refusal."""
         if payment.tx is None:
+            if name_check is not None:
+                await name_check
             return None
-        return await self._payments.accept(
-            wallet, tx=payment.tx, chain=payment.chain, token=payment.token
-        )
+        if name_check is None:
+            return await self._payments.accept(
+                wallet, tx=payment.tx, chain=payment.chain, token=payment.token
+            )
+        checked = asyncio.ensure_future(name_check)
+
+        async def name_is_free() -> None:
+            await checked
+
+        try:
+            credited = await self._payments.accept(
+                wallet,
+                tx=payment.tx,
+                chain=payment.chain,
+                token=payment.token,
+                before_credit=name_is_free,
+            )
+        except GatewayError:
+            await checked  # a taken name is the answer, as when it was checked first
+            raise
+        finally:
+            if not checked.done():
+                checked.cancel()
+                with contextlib.suppress(asyncio.CancelledError, GatewayError):
+                    await checked
+        return credited
 
     async def _decide(
         self,

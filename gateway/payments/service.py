@@ -113,15 +113,28 @@ class PaymentService:
         self._metrics = metrics or GatewayMetrics()
 
     async def accept(
-        self, wallet: Wallet, *, tx: str, chain: str | None, token: str | None
+        self,
+        wallet: Wallet,
+        *,
+        tx: str,
+        chain: str | None,
+        token: str | None,
+        before_credit: Callable[[], Awaitable[None]] | None = None,
     ) -> PaymentCredited:
         """``_accept``, counted in the payment funnel of ``gateway.metrics`` (every submission
         is seen once and ends in exactly one of verified, pending, rejected, conflict or
-        unavailable)."""
+        unavailable).
+
+        ``before_credit``: awaited once the payment is verified and before it is credited; if
+        it raises, nothing is credited, the claim is released and its error propagates. The
+        deploy flow passes its name check, so the check and the verification's RPC calls run
+        concurrently while a payment still never moves for a name that turns out taken."""
         chain_label = self._chain_label(chain)
         self._metrics.payment_seen(chain_label)
         try:
-            credited = await self._accept(wallet, tx=tx, chain=chain, token=token)
+            credited = await self._accept(
+                wallet, tx=tx, chain=chain, token=token, before_credit=before_credit
+            )
         except GatewayError as error:
             _count_refusal(self._metrics, chain_label, error)
             raise
@@ -136,7 +149,13 @@ class PaymentService:
         return found.name if found is not None else "invalid"
 
     async def _accept(
-        self, wallet: Wallet, *, tx: str, chain: str | None, token: str | None
+        self,
+        wallet: Wallet,
+        *,
+        tx: str,
+        chain: str | None,
+        token: str | None,
+        before_credit: Callable[[], Awaitable[None]] | None,
     ) -> PaymentCredited:
         """Verify the tx named by ``X-Payment-Tx`` and credit it to ``wallet``.
 
@@ -175,6 +194,8 @@ class PaymentService:
                     headers={RETRY_AFTER: str(self._settings.pending_retry_after_seconds)},
                     code="verification_timeout",
                 ) from exc
+            if before_credit is not None:
+                await before_credit()
             recheck = (
                 None if verified.finality is Finality.FINALIZED else verified.receipt.block_number
             )

@@ -234,6 +234,58 @@ async def test_name_taken_upstream_is_409_before_payment(
     assert len(creates(sim)) == 1
 
 
+NAME_CHECK = r"/v1/projects/available-unique-name"
+
+
+async def test_name_taken_upstream_with_a_payment_leaves_the_tx_unclaimed(
+    gw: Gateway, sim: CreateOSSimulator, sim_url: str, arbitrum: AnvilNode, agent: LocalAccount
+) -> None:
+    """The name check runs beside the payment's verification, but a taken name still moves
+    no money: the verified payment is not credited and its tx stays claimable."""
+    async with httpx.AsyncClient(base_url=sim_url, headers={"X-Api-Key": "sim-other-key"}) as c:
+        created = await c.post(
+            "/v1/projects",
+            json={
+                "uniqueName": "taken-upstream",
+                "displayName": "Taken",
+                "type": "upload",
+                "settings": {"runtime": "build-ai", "useBuildAI": True},
+            },
+        )
+        assert created.status_code == 201
+    tx = pay(arbitrum, agent, 500_000)
+    response = await deploy(gw, agent, deploy_body("taken-upstream"), X_Payment_Tx=tx)
+    assert response.status_code == 409
+    assert response.json()["code"] == "name_taken"
+    assert await gw.services.ledger.claim_state(42161, tx) is None
+    assert await gw.balance(agent.address) == 0
+    retry = await deploy(gw, agent, deploy_body("free-instead"), X_Payment_Tx=tx)
+    assert retry.status_code == 200, retry.text  # the same payment deploys another name
+
+
+async def test_payment_is_verified_while_the_name_check_is_in_flight(
+    gw: Gateway, sim: CreateOSSimulator, arbitrum: AnvilNode, agent: LocalAccount
+) -> None:
+    """The name check and the verification need nothing from each other: the tx is claimed
+    and verified while CreateOS has not answered the name check yet (held 2 s here), and the
+    payment is credited only after the answer."""
+    sim.delay_next("POST", NAME_CHECK, seconds=2.0)
+    tx = pay(arbitrum, agent, 500_000)
+    request = asyncio.create_task(deploy(gw, agent, deploy_body("side-by-side"), X_Payment_Tx=tx))
+    claimed_during_check = False
+    while not request.done():
+        checks = [r for r in sim.requests if r.path == NAME_CHECK]
+        unanswered = bool(checks) and checks[-1].status is None
+        state = await gw.services.ledger.claim_state(42161, tx)
+        if unanswered and state == "pending":
+            claimed_during_check = True
+            assert await gw.balance(agent.address) == 0  # verified, not credited yet
+        await asyncio.sleep(0.02)
+    assert (await request).status_code == 200
+    assert claimed_during_check
+    assert await gw.services.ledger.claim_state(42161, tx) == "used"
+
+
 async def test_own_project_name_is_409_with_a_hint(gw: Gateway, agent: LocalAccount) -> None:
     await gw.credit(agent.address, ONE_USD)
     first = await deploy(gw, agent, deploy_body("mine-already"))
