@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -31,6 +32,16 @@ from gateway.metrics import GatewayMetrics
 from gateway.types import Clock, system_clock
 
 log = logging.getLogger("gateway.chains")
+
+#: CPython's default. Importing eth_account pulls in py_ecc (through eth_keyfile and eth_keys'
+#: pure-Python backend, which we never use: coincurve signs and recovers), and py_ecc raises the
+#: process-wide limit to 100,000 at import for its BLS code. With that limit a deep recursion in
+#: C code (the stdlib JSON decoder, ``repr``, ``json.dumps``) overflows the C stack, a segfault
+#: of the whole process, long before it could raise ``RecursionError``. Put back here, in the
+#: only module that imports the eth stack, so any recursion we missed fails as an exception of
+#: one request. Untrusted JSON does not depend on it (``gateway.bounded_json``).
+RECURSION_LIMIT = 1000
+sys.setrecursionlimit(RECURSION_LIMIT)
 
 T = TypeVar("T")
 _W3 = AsyncWeb3[AsyncHTTPProvider]
