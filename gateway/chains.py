@@ -29,7 +29,7 @@ from web3.types import RPCEndpoint
 from gateway.config import ABI_DIR, ChainConfig, TokenConfig
 from gateway.errors import Unavailable
 from gateway.metrics import GatewayMetrics
-from gateway.types import Clock, system_clock
+from gateway.types import Clock, ContractSignature, system_clock
 
 log = logging.getLogger("gateway.chains")
 
@@ -146,6 +146,10 @@ class ChainClient:
     @property
     def name(self) -> str:
         return self.config.name
+
+    @property
+    def chain_id(self) -> int:
+        return self.config.chain_id
 
     async def close(self) -> None:
         for endpoint in self._endpoints:
@@ -310,26 +314,31 @@ class ChainClient:
         )
         return bytes(code)
 
-    async def is_valid_signature(self, wallet: str, message: str, signature: bytes) -> bool:
-        """EIP-1271 ``isValidSignature(hash, sig)`` on a contract wallet; False when the wallet
-        has no code, reverts or answers anything but the magic value. RPC failure -> 503."""
+    async def check_contract_signature(
+        self, wallet: str, message: str, signature: bytes
+    ) -> ContractSignature:
+        """EIP-1271 ``isValidSignature(hash, sig)`` on a contract wallet: ``NO_CODE`` when the
+        address has no code (no second call made), ``VALID`` for the magic value, ``INVALID``
+        for a revert or any other answer. RPC failure -> 503."""
         digest = bytes(defunct_hash_message(text=message))
         address = to_checksum_address(wallet)
 
-        async def ask(w3: _W3) -> bool:
+        async def ask(w3: _W3) -> ContractSignature:
             if not await w3.eth.get_code(address):
-                return False
+                return ContractSignature.NO_CODE
             contract = w3.eth.contract(address=address, abi=ERC1271_ABI)
             try:
                 answer = await contract.functions.isValidSignature(digest, signature).call()
             except ContractLogicError:
-                return False
+                return ContractSignature.INVALID
             except (ValueError, Web3Exception) as exc:
                 # An execution revert is an answer ("no"); anything else is an RPC failure.
                 if "revert" in str(exc).lower():
-                    return False
+                    return ContractSignature.INVALID
                 raise
-            return bytes(answer)[:4] == ERC1271_MAGIC
+            if bytes(answer)[:4] == ERC1271_MAGIC:
+                return ContractSignature.VALID
+            return ContractSignature.INVALID
 
         result, _ = await self.call(ask, operation="is_valid_signature")
         return result

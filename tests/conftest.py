@@ -25,12 +25,11 @@ from hypothesis import settings as hypothesis_settings
 from gateway.config import PROJECT_ROOT, Settings, load_settings
 from gateway.devstack.anvil import AnvilNode, AnvilNotFound, find_anvil_binary
 from gateway.store.embedded import EmbeddedRedis
-from tests.support import serve_in_process
+from tests.support import LOCAL_CONFIG, serve_in_process
 
 # Fixtures of the deploy tests (CreateOS simulator over HTTP, the gateway wired to it).
 pytest_plugins = ["tests.deploy_support"]
 
-LOCAL_CONFIG = PROJECT_ROOT / "config" / "local.toml"
 PAY_TO = "0xa0Ee7A142d267C1f36714E4a8F75612F20a79720"  # anvil account #9, per local.toml
 USDC = 10**6  # one token unit in base units (6 decimals)
 

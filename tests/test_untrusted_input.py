@@ -16,9 +16,9 @@ from eth_account.signers.local import LocalAccount
 
 from gateway.config import PROJECT_ROOT
 from gateway.devstack.anvil import AnvilNode
-from gateway.devstack.gateway_process import GatewayProcess, write_config
-from tests.conftest import LOCAL_CONFIG
+from gateway.devstack.gateway_process import GatewayProcess
 from tests.deploy_support import deploy_body, pay, signed
+from tests.support import served_gateway
 
 HALF_USD = 500_000
 
@@ -28,19 +28,9 @@ def served(
     tmp_path: Path, redis_url: str, key_prefix: str, sim_url: str, chains: dict[str, AnvilNode]
 ) -> Iterator[GatewayProcess]:
     """A served gateway on this test's Redis prefix, the simulator and both anvil chains."""
-    config = write_config(
-        tmp_path / "gateway.toml",
-        LOCAL_CONFIG,
-        {"gateway.redis_key_prefix": key_prefix, "upstream.api_url": sim_url},
-    )
-    env = {
-        "REDIS_URL": redis_url,
-        "GATEWAY_RPC_ARBITRUM": chains["arbitrum"].url,
-        "GATEWAY_RPC_BASE": chains["base"].url,
-    }
-    with GatewayProcess(config, env, tmp_path / "gateway.log") as gateway:
+    rpc = {name: node.url for name, node in chains.items()}
+    with served_gateway(tmp_path, redis_url, key_prefix, sim_url, rpc) as gateway:
         yield gateway
-        assert gateway.process is not None and gateway.process.poll() is None, "process died"
 
 
 def test_importing_the_app_leaves_the_default_recursion_limit() -> None:
