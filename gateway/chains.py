@@ -98,7 +98,12 @@ class TokenMisconfigured(Unavailable):
 
 
 class RpcUnavailable(Unavailable):
-    """Every RPC URL of a chain failed."""
+    """Every RPC URL of a chain failed. ``outcomes`` says what each URL tried gave, by its
+    position in the config (URLs may carry API keys, so they are not named)."""
+
+    def __init__(self, public: str, *, outcomes: Sequence[str] = (), **kwargs: Any) -> None:
+        super().__init__(public, **kwargs)
+        self.outcomes = tuple(outcomes)
 
 
 class _Endpoint:
@@ -191,6 +196,7 @@ class ChainClient:
         if start_at is not None:
             order.sort(key=lambda p: p[0] != start_at)
         errors: list[str] = []
+        outcomes: list[str] = []
         for index, endpoint in order:
             started = self._timer()
             try:
@@ -201,6 +207,7 @@ class ChainClient:
                 self._observe(operation, started, failed=True)
                 endpoint.benched_until = self.clock() + self.bench_seconds
                 errors.append(f"{endpoint.url}: {type(exc).__name__}: {exc}")
+                outcomes.append(f"url {index + 1}: {_outcome(exc)}")
                 log.warning("rpc call failed", extra={"chain": self.name, "url": endpoint.url})
                 continue
             self._observe(operation, started, failed=False)
@@ -209,6 +216,7 @@ class ChainClient:
         raise RpcUnavailable(
             f"No RPC endpoint of {self.name} is answering; try again later",
             internal="; ".join(errors) or "no usable RPC URL",
+            outcomes=outcomes or ["no usable RPC URL (each serves another chain)"],
             headers={"Retry-After": "10"},
         )
 
@@ -356,7 +364,15 @@ class ChainClient:
                     batch.add(w3.eth.get_code(to_checksum_address(token.address)))
                 return list(await batch.async_execute())
 
-        codes, endpoint = await self.call(read, operation="token_check")
+        try:
+            codes, endpoint = await self.call(read, operation="token_check")
+        except RpcUnavailable as exc:
+            # Readiness says what each URL gave, not the payments' "try again later".
+            raise RpcUnavailable(
+                f"no RPC URL answered: {'; '.join(exc.outcomes)}",
+                internal=exc.internal,
+                outcomes=exc.outcomes,
+            ) from None
         for token, code in zip(tokens, codes, strict=True):
             if not code:
                 raise TokenMisconfigured(f"token {token.key} at {token.address} has no code")
@@ -408,6 +424,15 @@ class ChainRegistry:
 
 _GET_BLOCK = RPCEndpoint("eth_getBlockByNumber")
 _FINALITY_TAGS = ("latest", "safe", "finalized")
+
+
+def _outcome(exc: BaseException) -> str:
+    """What one RPC attempt got, for readiness: the error class, and the HTTP status if any."""
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return f"HTTP {exc.status}"
+    if isinstance(exc, TimeoutError):
+        return "no answer in time"
+    return type(exc).__name__
 
 
 def _quantity(value: Any) -> int:
