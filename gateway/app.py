@@ -75,6 +75,8 @@ def create_app(
             store,
             limit=settings.rate_limit_requests,
             window_seconds=settings.rate_limit_window_seconds,
+            failed_auth_limit=settings.failed_auth_requests,
+            failed_auth_window_seconds=settings.failed_auth_window_seconds,
             clock=clock,
             metrics=metrics,
         )
@@ -119,6 +121,7 @@ def create_app(
                 limiter,
                 window_seconds=settings.auth_window_seconds,
                 nonce_ttl_seconds=settings.nonce_ttl_seconds,
+                no_code_ttl_seconds=settings.no_code_ttl_seconds,
                 clock=clock,
             ),
             limiter=limiter,

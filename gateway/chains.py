@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -30,9 +31,19 @@ from gateway.config import ChainConfig, TokenConfig
 from gateway.errors import Unavailable
 from gateway.headers import RETRY_AFTER
 from gateway.metrics import GatewayMetrics
-from gateway.types import Clock, system_clock
+from gateway.types import Clock, ContractSignature, system_clock
 
 log = logging.getLogger("gateway.chains")
+
+#: CPython's default. Importing eth_account pulls in py_ecc (through eth_keyfile and eth_keys'
+#: pure-Python backend, which we never use: coincurve signs and recovers), and py_ecc raises the
+#: process-wide limit to 100,000 at import for its BLS code. With that limit a deep recursion in
+#: C code (the stdlib JSON decoder, ``repr``, ``json.dumps``) overflows the C stack, a segfault
+#: of the whole process, long before it could raise ``RecursionError``. Put back here, in the
+#: only module that imports the eth stack, so any recursion we missed fails as an exception of
+#: one request. Untrusted JSON does not depend on it (``gateway.bounded_json``).
+RECURSION_LIMIT = 1000
+sys.setrecursionlimit(RECURSION_LIMIT)
 
 T = TypeVar("T")
 _W3 = AsyncWeb3[AsyncHTTPProvider]
@@ -90,7 +101,12 @@ class TokenMisconfigured(Unavailable):
 
 
 class RpcUnavailable(Unavailable):
-    """Every RPC URL of a chain failed."""
+    """Every RPC URL of a chain failed. ``outcomes`` says what each URL tried gave, by its
+    position in the config (URLs may carry API keys, so they are not named)."""
+
+    def __init__(self, public: str, *, outcomes: Sequence[str] = (), **kwargs: Any) -> None:
+        super().__init__(public, **kwargs)
+        self.outcomes = tuple(outcomes)
 
 
 class _Endpoint:
@@ -139,6 +155,10 @@ class ChainClient:
     def name(self) -> str:
         return self.config.name
 
+    @property
+    def chain_id(self) -> int:
+        return self.config.chain_id
+
     async def close(self) -> None:
         for endpoint in self._endpoints:
             await endpoint.close()
@@ -179,6 +199,7 @@ class ChainClient:
         if start_at is not None:
             order.sort(key=lambda p: p[0] != start_at)
         errors: list[str] = []
+        outcomes: list[str] = []
         for index, endpoint in order:
             started = self._timer()
             try:
@@ -189,6 +210,7 @@ class ChainClient:
                 self._observe(operation, started, failed=True)
                 endpoint.benched_until = self.clock() + self.bench_seconds
                 errors.append(f"{endpoint.url}: {type(exc).__name__}: {exc}")
+                outcomes.append(f"url {index + 1}: {_outcome(exc)}")
                 log.warning("rpc call failed", extra={"chain": self.name, "url": endpoint.url})
                 continue
             self._observe(operation, started, failed=False)
@@ -197,6 +219,7 @@ class ChainClient:
         raise RpcUnavailable(
             f"No RPC endpoint of {self.name} is answering; try again later",
             internal="; ".join(errors) or "no usable RPC URL",
+            outcomes=outcomes or ["no usable RPC URL (each serves another chain)"],
             headers={RETRY_AFTER: "10"},
         )
 
@@ -302,26 +325,31 @@ class ChainClient:
         )
         return bytes(code)
 
-    async def is_valid_signature(self, wallet: str, message: str, signature: bytes) -> bool:
-        """EIP-1271 ``isValidSignature(hash, sig)`` on a contract wallet; False when the wallet
-        has no code, reverts or answers anything but the magic value. RPC failure -> 503."""
+    async def check_contract_signature(
+        self, wallet: str, message: str, signature: bytes
+    ) -> ContractSignature:
+        """EIP-1271 ``isValidSignature(hash, sig)`` on a contract wallet: ``NO_CODE`` when the
+        address has no code (no second call made), ``VALID`` for the magic value, ``INVALID``
+        for a revert or any other answer. RPC failure -> 503."""
         digest = bytes(defunct_hash_message(text=message))
         address = to_checksum_address(wallet)
 
-        async def ask(w3: _W3) -> bool:
+        async def ask(w3: _W3) -> ContractSignature:
             if not await w3.eth.get_code(address):
-                return False
+                return ContractSignature.NO_CODE
             contract = w3.eth.contract(address=address, abi=ERC1271_ABI)
             try:
                 answer = await contract.functions.isValidSignature(digest, signature).call()
             except ContractLogicError:
-                return False
+                return ContractSignature.INVALID
             except (ValueError, Web3Exception) as exc:
                 # An execution revert is an answer ("no"); anything else is an RPC failure.
                 if "revert" in str(exc).lower():
-                    return False
+                    return ContractSignature.INVALID
                 raise
-            return bytes(answer)[:4] == ERC1271_MAGIC
+            if bytes(answer)[:4] == ERC1271_MAGIC:
+                return ContractSignature.VALID
+            return ContractSignature.INVALID
 
         result, _ = await self.call(ask, operation="is_valid_signature")
         return result
@@ -339,7 +367,15 @@ class ChainClient:
                     batch.add(w3.eth.get_code(to_checksum_address(token.address)))
                 return list(await batch.async_execute())
 
-        codes, endpoint = await self.call(read, operation="token_check")
+        try:
+            codes, endpoint = await self.call(read, operation="token_check")
+        except RpcUnavailable as exc:
+            # Readiness says what each URL gave, not the payments' "try again later".
+            raise RpcUnavailable(
+                f"no RPC URL answered: {'; '.join(exc.outcomes)}",
+                internal=exc.internal,
+                outcomes=exc.outcomes,
+            ) from None
         for token, code in zip(tokens, codes, strict=True):
             if not code:
                 raise TokenMisconfigured(f"token {token.key} at {token.address} has no code")
@@ -391,6 +427,15 @@ class ChainRegistry:
 
 _GET_BLOCK = RPCEndpoint("eth_getBlockByNumber")
 _FINALITY_TAGS = ("latest", "safe", "finalized")
+
+
+def _outcome(exc: BaseException) -> str:
+    """What one RPC attempt got, for readiness: the error class, and the HTTP status if any."""
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return f"HTTP {exc.status}"
+    if isinstance(exc, TimeoutError):
+        return "no answer in time"
+    return type(exc).__name__
 
 
 def _quantity(value: Any) -> int:

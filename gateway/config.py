@@ -85,6 +85,9 @@ class Settings:
     nonce_ttl_seconds: int = 300
     rate_limit_requests: int = 30
     rate_limit_window_seconds: int = 60
+    failed_auth_requests: int = 10
+    failed_auth_window_seconds: int = 60
+    no_code_ttl_seconds: int = 60
     max_body_bytes: int = 70 * 1024 * 1024
     max_upload_bytes: int = 50 * 1024 * 1024
     max_upload_files: int = 2000
@@ -98,8 +101,12 @@ class Settings:
     upstream_connect_timeout: float = 5.0
     upstream_read_timeout: float = 15.0
     upstream_upload_timeout: float = 120.0
+    upstream_max_answer_bytes: int = 8 * 1024 * 1024
+    upstream_answer_seconds: float = 30.0
     max_payment_age_seconds: int = 72 * 3600
     rpc_timeout_seconds: float = 8.0
+    rpc_max_answer_bytes: int = 4 * 1024 * 1024
+    max_receipt_logs: int = 1000
     verify_timeout_seconds: float = 20.0
     pending_retry_after_seconds: int = 5
     recheck_interval_seconds: float = 60.0
@@ -232,6 +239,13 @@ def parse_settings(raw: Mapping[str, Any], env: Mapping[str, str], *, source: st
         nonce_ttl_seconds=nonce_ttl,
         rate_limit_requests=reader.get_int("rate_limit.requests", default=30, low=1),
         rate_limit_window_seconds=reader.get_int("rate_limit.window_seconds", default=60, low=1),
+        failed_auth_requests=reader.get_int("rate_limit.failed_auth_requests", default=10, low=1),
+        failed_auth_window_seconds=reader.get_int(
+            "rate_limit.failed_auth_window_seconds", default=60, low=1
+        ),
+        no_code_ttl_seconds=reader.get_int(
+            "auth.no_code_ttl_seconds", default=60, low=1, high=3600
+        ),
         max_body_bytes=max_body,
         max_upload_bytes=max_upload,
         max_upload_files=reader.get_int(f"{gw}.max_upload_files", default=2000, low=1),
@@ -246,10 +260,18 @@ def parse_settings(raw: Mapping[str, Any], env: Mapping[str, str], *, source: st
         upstream_connect_timeout=reader.get_float("upstream.connect_timeout_seconds", default=5.0),
         upstream_read_timeout=reader.get_float("upstream.read_timeout_seconds", default=15.0),
         upstream_upload_timeout=reader.get_float("upstream.upload_timeout_seconds", default=120.0),
+        upstream_max_answer_bytes=reader.get_int(
+            "upstream.max_answer_bytes", default=8 * 1024 * 1024, low=1024
+        ),
+        upstream_answer_seconds=reader.get_float("upstream.answer_seconds", default=30.0),
         max_payment_age_seconds=reader.get_int(
             "payments.max_payment_age_seconds", default=72 * 3600, low=60
         ),
         rpc_timeout_seconds=reader.get_float("payments.rpc_timeout_seconds", default=8.0),
+        rpc_max_answer_bytes=reader.get_int(
+            "payments.rpc_max_answer_bytes", default=4 * 1024 * 1024, low=1024
+        ),
+        max_receipt_logs=reader.get_int("payments.max_receipt_logs", default=1000, low=1),
         verify_timeout_seconds=reader.get_float("payments.verify_timeout_seconds", default=20.0),
         pending_retry_after_seconds=reader.get_int(
             "payments.pending_retry_after_seconds", default=5, low=1, high=600

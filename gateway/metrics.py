@@ -21,8 +21,9 @@ Series (every name starts with ``gateway_``; labels are bounded sets, never raw 
   replaced by ``{id}``;
 - ``rpc_request_seconds{chain,operation}`` (histogram) and ``rpc_errors_total{chain,operation}``,
   one observation per RPC URL tried;
-- ``rate_limited_total{scope}``: 429s; scope ``authenticated`` (counted with the nonce) or
-  ``request`` (counted alone: public ``/agent/*`` routes and failed authentications);
+- ``rate_limited_total{scope}``: 429s; scope ``authenticated`` (counted with the nonce),
+  ``request`` (counted alone: public ``/agent/*`` routes and failed authentications) or
+  ``failed_auth`` (the client IP's budget of failed authentications is spent);
 - ``metering_runs_total{outcome}``: for the metering loop to call through ``metering_run``
   (outcome a short code such as ok, not_leader, failed); ``{outcome="ok"}`` is exported at 0
   until the first call, so dashboards and alerts can be written before metering lands.

@@ -123,6 +123,14 @@ class Finality(str, Enum):
     FINALIZED = "finalized"
 
 
+class ContractSignature(str, Enum):
+    """What an EIP-1271 check found: the wallet has no code, or its answer."""
+
+    VALID = "valid"
+    INVALID = "invalid"
+    NO_CODE = "no_code"
+
+
 @dataclass(frozen=True, slots=True)
 class Wallet:
     """An authenticated wallet: its EIP-55 checksummed address."""

@@ -8,13 +8,15 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
 from redis.asyncio import Redis
 
+from devstack.gateway_process import GatewayProcess, write_config
 from gateway.app import create_app
 from gateway.config import PROJECT_ROOT, Settings
 from gateway.ledger import EntryKind
@@ -67,6 +69,45 @@ def raw_redis(store: Store) -> Redis:
     """The store's own Redis client, for tests that look behind its typed operations (count
     a sorted set, tamper with a balance, flush the script cache)."""
     return store._redis
+
+
+@contextlib.contextmanager
+def served_gateway(
+    workdir: Path,
+    redis_url: str,
+    key_prefix: str,
+    createos_url: str,
+    rpc_urls: Mapping[str, str],
+    changes: Mapping[str, Any] | None = None,
+) -> Iterator[GatewayProcess]:
+    """``python -m gateway serve`` on config/local.toml with this test's Redis prefix,
+    CreateOS URL and RPC URLs (``{"arbitrum": url, ...}``) and any other config ``changes``.
+    Fails the test if the process is no longer running when the block ends."""
+    config = write_config(
+        workdir / "gateway.toml",
+        LOCAL_CONFIG,
+        {
+            "gateway.redis_key_prefix": key_prefix,
+            "upstream.api_url": createos_url,
+            **(changes or {}),
+        },
+    )
+    env = {"REDIS_URL": redis_url}
+    env.update({f"GATEWAY_RPC_{name.upper()}": url for name, url in rpc_urls.items()})
+    with GatewayProcess(config, env, workdir / "gateway.log") as gateway:
+        yield gateway
+        assert gateway.process is not None and gateway.process.poll() is None, (
+            f"the gateway process died: {gateway.log_path.read_text()[-2000:]}"
+        )
+
+
+def metric_value(metrics_text: str, series: str) -> float:
+    """The value of one exposition line (``name{labels}`` exactly as exported), 0 if absent."""
+    for line in metrics_text.splitlines():
+        name, _, value = line.rpartition(" ")
+        if name == series:
+            return float(value)
+    return 0.0
 
 
 class TcpProxy:

@@ -11,8 +11,17 @@ Rules, checked in this order; each failure is an ``AuthFailed`` (401) naming the
 
 Every request is counted against the rate limit exactly once, failed ones included. On the
 common path (an EOA signature that recovers) the count and the nonce are one Lua script, so
-authentication costs one Redis round trip; a request that fails is counted before its 401, and
-a contract wallet's request is counted before the EIP-1271 RPC call.
+authentication costs one Redis round trip; a request that fails is counted before its 401.
+
+Failed authentications cost the caller, not the gateway (SPEC section 7): each also draws on
+its client IP's failure budget, whatever wallet it claims (``RateLimiter.count_failure``), and
+once that is spent the IP's failing requests get 429. A signature that does not recover to
+the wallet is charged to that budget *before* its EIP-1271 RPC call and refunded if the
+contract accepts it, so a flood of junk signatures with rotating wallets spends at most the
+budget in RPC calls. An address found to have no code is remembered for
+``no_code_ttl_seconds`` (a fact about the chain, never a signature result), so repeating a bad
+signature for it costs no RPC call at all. An EOA whose signature recovers never touches the
+failure budget: honest agents behind the attacker's NAT keep their own 30 a minute.
 
 Replays are keyed on ``(wallet, nonce)``, never on signature bytes (ECDSA signatures are
 malleable: the high-s twin recovers to the same address).
@@ -33,7 +42,14 @@ from gateway.access.ratelimit import RateLimiter
 from gateway.errors import AuthFailed
 from gateway.headers import NONCE, SIGNATURE, TIMESTAMP, WALLET_ADDRESS
 from gateway.store import Store
-from gateway.types import Clock, Wallet, checksum_address, is_address, system_clock
+from gateway.types import (
+    Clock,
+    ContractSignature,
+    Wallet,
+    checksum_address,
+    is_address,
+    system_clock,
+)
 
 # 65 bytes for an EOA; a contract wallet's EIP-1271 signature may be longer.
 _SIGNATURE_RE = re.compile(r"^0x(?:[0-9a-fA-F]{2}){65,2048}$")
@@ -45,7 +61,12 @@ _ERC6492_SUFFIX = "6492" * 16
 class ContractSignatureChecker(Protocol):
     """EIP-1271 check on the default chain (``ChainClient`` satisfies it)."""
 
-    async def is_valid_signature(self, wallet: str, message: str, signature: bytes) -> bool: ...
+    @property
+    def chain_id(self) -> int: ...
+
+    async def check_contract_signature(
+        self, wallet: str, message: str, signature: bytes
+    ) -> ContractSignature: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +177,7 @@ class WalletAuthenticator:
         *,
         window_seconds: int = 60,
         nonce_ttl_seconds: int = 300,
+        no_code_ttl_seconds: int = 60,
         clock: Clock = system_clock,
     ) -> None:
         self._store = store
@@ -164,6 +186,7 @@ class WalletAuthenticator:
         self._window_ms = window_seconds * 1000
         self._window_seconds = window_seconds
         self._nonce_ttl = nonce_ttl_seconds
+        self._no_code_ttl = no_code_ttl_seconds
         self._clock = clock
 
     async def authenticate(
@@ -176,16 +199,19 @@ class WalletAuthenticator:
             wallet_lower = signed.wallet.lower()
             eoa = recover_signer(message, signed.signature) == wallet_lower
         except AuthFailed:
-            await self._limiter.hit(client_ip, wallet_key)  # 429 wins over 401 when over
+            # 429 wins over 401 when the request bucket or the IP's failure budget is spent.
+            await self._limiter.count_failure(client_ip, wallet_key)
             raise
 
         nonce_key = self._store.keys.nonce(wallet_lower, signed.nonce)
         if eoa:
             fresh = await self._limiter.admit(client_ip, wallet_key, nonce_key, self._nonce_ttl)
         else:
-            # Count before the RPC call, so a flood of bad signatures cannot drive RPC load.
-            await self._limiter.hit(client_ip, wallet_key)
+            # Charged as a failure before the RPC call (a flood of bad signatures spends the
+            # caller's budget, not the RPC quota); given back once the contract accepts it.
+            await self._limiter.count_failure(client_ip, wallet_key)
             await self._check_contract_signature(signed, message)
+            await self._limiter.refund_failure(client_ip)
             fresh = await self._store.put_if_absent(nonce_key, "1", ttl_ms=self._nonce_ttl * 1000)
         if not fresh:
             raise AuthFailed("X-Nonce already used for this wallet", code="nonce_reused")
@@ -211,10 +237,17 @@ class WalletAuthenticator:
                 "deploy the wallet or sign with its owner key",
                 code="erc6492_unsupported",
             )
-        if self._contract_wallets is not None and await self._contract_wallets.is_valid_signature(
-            signed.wallet, message, signed.signature
-        ):
-            return
+        if self._contract_wallets is not None:
+            checker = self._contract_wallets
+            no_code_key = self._store.keys.no_code(checker.chain_id, signed.wallet)
+            if await self._store.get(no_code_key) is None:
+                found = await checker.check_contract_signature(
+                    signed.wallet, message, signed.signature
+                )
+                if found is ContractSignature.VALID:
+                    return
+                if found is ContractSignature.NO_CODE:
+                    await self._store.put(no_code_key, "1", ttl_ms=self._no_code_ttl * 1000)
         raise AuthFailed(
             "X-Signature does not match X-Wallet-Address for the message "
             "'{wallet}:{timestamp}:{nonce}'",

@@ -1,4 +1,5 @@
-"""Rate limit (docs/PROTOCOL.md section 5): N requests per window per (client IP, X-Wallet-Address).
+"""Rate limit (docs/PROTOCOL.md section 5): N requests per window per (client IP,
+X-Wallet-Address), and a budget of failed authentications per client IP.
 
 A GCRA in Lua, so every gateway process on the Redis shares the same budget and a hit is one
 atomic step. The window refills smoothly: after a burst of N, one more request is allowed every
@@ -7,6 +8,11 @@ atomic step. The window refills smoothly: after a burst of N, one more request i
 Public ``/agent/*`` routes are counted by the middleware. Authenticated routes are counted by
 ``admit``, which also consumes the request's nonce in the same script: one Redis round trip for
 the whole auth path.
+
+Failed authentications also draw on a budget per client IP, whatever wallet they claim
+(``count_failure``): rotating ``X-Wallet-Address`` buys a fresh request bucket, not a fresh
+failure budget. Honest wallets never touch it (an EOA signature that recovers is admitted by
+``admit`` alone), so agents sharing a NAT with an attacker keep their 30 a minute each.
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ class RateLimiter:
         *,
         limit: int = 30,
         window_seconds: int = 60,
+        failed_auth_limit: int = 10,
+        failed_auth_window_seconds: int = 60,
         clock: Clock = system_clock,
         metrics: GatewayMetrics | None = None,
     ) -> None:
@@ -33,6 +41,8 @@ class RateLimiter:
         self._store = store
         self._limit = limit
         self._period_ms = window_seconds * 1000
+        self._failed_limit = failed_auth_limit
+        self._failed_period_ms = failed_auth_window_seconds * 1000
         self._clock = clock
 
     def _now_ms(self) -> int:
@@ -63,6 +73,37 @@ class RateLimiter:
             self._metrics.request_rate_limited("authenticated")
             raise _limited(client_ip, wallet_key, int(retry_ms))
         return bool(int(fresh))
+
+    async def count_failure(self, client_ip: str, wallet_key: str) -> None:
+        """Count one request whose authentication failed (or is about to cost an RPC call)
+        against its request bucket and the IP's failure budget, in one script. Raises
+        RateLimited when either is spent (then the caller must not spend anything more)."""
+        allowed, retry_ms, refused_by = await self._store.run(
+            "count_auth_failure",
+            [
+                self._store.keys.rate(client_ip, wallet_key or "-"),
+                self._store.keys.failed_auth(client_ip),
+            ],
+            [self._now_ms(), self._period_ms, self._limit, self._failed_period_ms,
+             self._failed_limit],
+        )  # fmt: skip
+        if not int(allowed):
+            scope = "failed_auth" if _text(refused_by) == "failure" else "request"
+            self._metrics.request_rate_limited(scope)
+            raise _limited(client_ip, wallet_key, int(retry_ms))
+
+    async def refund_failure(self, client_ip: str) -> None:
+        """Give back one ``count_failure`` charge to the IP's failure budget (a contract
+        wallet's signature, charged before its RPC call, checked out)."""
+        await self._store.run(
+            "refund_auth_failure",
+            [self._store.keys.failed_auth(client_ip)],
+            [self._now_ms(), self._failed_period_ms, self._failed_limit],
+        )
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _limited(client_ip: str, wallet_key: str, retry_ms: int) -> RateLimited:

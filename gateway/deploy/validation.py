@@ -7,7 +7,8 @@ the form ``upload.files[3].path`` or ``settings.buildVars.NODE_ENV``.
 
 Rules:
 
-- the body is a JSON object with a closed set of keys (a misspelt ``month`` is an error, not a
+- the body is a JSON object nested at most ``MAX_BODY_DEPTH`` levels (``gateway.bounded_json``)
+  with a closed set of keys (a misspelt ``month`` is an error, not a
   silent default); so are ``settings``, ``upload`` and each file entry;
 - ``uniqueName`` 4-32 of ``[A-Za-z0-9-]`` (returned lowercase: it is a subdomain),
   ``displayName`` 4-48 of ``[A-Za-z0-9 _-]``, ``description`` 4-2048 characters;
@@ -38,7 +39,6 @@ from __future__ import annotations
 
 import binascii
 import io
-import json
 import re
 import stat
 import unicodedata
@@ -48,12 +48,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from gateway import bounded_json
 from gateway.config import Settings
 from gateway.errors import BadRequest
 
 UNIQUE_NAME_RE = re.compile(r"[A-Za-z0-9-]{4,32}")
 DISPLAY_NAME_RE = re.compile(r"[A-Za-z0-9 _-]{4,48}")
 DESCRIPTION_LENGTH = (4, 2048)
+#: The deepest body the schema has is 4 levels (``upload.files[].path``); anything nested
+#: deeper than this is refused before a validator walks it.
+MAX_BODY_DEPTH = 16
 MAX_PATH_LENGTH = 512
 MAX_SETTING_STRING = 1024
 MAX_ENV_ENTRIES = 100
@@ -141,10 +145,15 @@ def invalid(message: str, field: str) -> BadRequest:
 
 
 def parse_json_object(text: str | bytes | bytearray) -> dict[str, Any]:
-    """The body as a JSON object; 400 for anything else (invalid JSON, an array, ...)."""
+    """The body as a JSON object; 400 for anything else (invalid JSON, an array, nesting
+    deeper than ``MAX_BODY_DEPTH``), whatever the interpreter's recursion limit."""
     try:
-        body = json.loads(text)
-    except (ValueError, RecursionError):
+        body = bounded_json.loads(text, max_depth=MAX_BODY_DEPTH)
+    except bounded_json.JsonRefused as exc:
+        if exc.too_deep:
+            raise invalid(
+                f"The body nests arrays/objects deeper than {MAX_BODY_DEPTH} levels", "body"
+            ) from None
         raise invalid("The body is not valid JSON", "body") from None
     if not isinstance(body, dict):
         raise invalid("The body must be a JSON object", "body")

@@ -21,6 +21,15 @@ class KeySpace:
         """GCRA state (theoretical arrival time, ms) for one (IP, X-Wallet-Address)."""
         return f"{self.prefix}rate:{client_ip}:{wallet_header.lower()}"
 
+    def failed_auth(self, client_ip: str) -> str:
+        """GCRA state of one client IP's budget of failed authentications (any wallet)."""
+        return f"{self.prefix}authfail:{client_ip}"
+
+    def no_code(self, chain_id: int, address: str) -> str:
+        """Short-lived mark: ``address`` had no code on the chain (EIP-1271 impossible).
+        A fact about the chain, never about a signature."""
+        return f"{self.prefix}nocode:{chain_id}:{address.lower()}"
+
     # --- payments ------------------------------------------------------------------------
     def claim(self, chain_id: int, tx_hash: str) -> str:
         """Permanent claim of a payment tx: ``pending:<token>`` while verifying, ``used`` after."""

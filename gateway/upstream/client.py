@@ -317,8 +317,16 @@ class CreateOSClient:
         raise UpstreamError(internal="CreateOS runtime logs are not text")
 
     async def check_health(self) -> None:
-        """One authenticated GET, not retried (a readiness probe wants a prompt answer)."""
-        await self._send("GET", "/quotas")
+        """One authenticated ``GET /v1/quotas``, not retried (a readiness probe wants a prompt
+        answer). Raises ``UpstreamError`` whose public message says what the probe got (the
+        HTTP status, no answer, an unreadable body), not what that status means to a deploy:
+        a 404 here is a wrong API URL, not an unknown project."""
+        try:
+            await self._send("GET", "/quotas")
+        except UpstreamError as exc:
+            raise UpstreamError(
+                f"GET /v1/quotas got {_probe_outcome(exc)}", internal=exc.internal
+            ) from None
 
     # Plumbing
 
@@ -442,6 +450,20 @@ def _httpx_errors_mapped() -> Iterator[None]:
         raise UpstreamUnreachable(internal=_describe(exc), may_have_applied=True) from None
     except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError) as exc:
         raise UpstreamError(internal=_describe(exc), may_have_applied=False) from None
+
+
+def _probe_outcome(error: UpstreamError) -> str:
+    """What one failed request got back, in words an operator can act on."""
+    if isinstance(error, UpstreamThrottled):
+        return "HTTP 429 (throttled)"
+    if isinstance(error, UpstreamUnreachable):
+        cause = (error.internal or "").removeprefix(f"{error.operation}: ").split(":")[0]
+        return f"no answer ({cause or 'connection failed'})"
+    if error.upstream_status is not None and error.upstream_status >= 400:
+        return f"HTTP {error.upstream_status}"
+    if error.upstream_status is not None:
+        return f"HTTP {error.upstream_status} with an answer that is not a success envelope"
+    return f"an unusable answer ({type(error).__name__})"
 
 
 def _describe(exc: Exception) -> str:

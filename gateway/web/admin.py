@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
+from gateway import bounded_json
 from gateway.deploy.idempotency import parse_key
 from gateway.errors import AuthFailed, BadRequest, NotFound
 from gateway.headers import IDEMPOTENCY_KEY, WWW_AUTHENTICATE
@@ -25,6 +25,7 @@ from gateway.web.services import services
 
 #: An adjustment body is two short fields; anything longer is not one.
 MAX_ADJUST_BODY = 16 * 1024
+MAX_ADJUST_DEPTH = 4  # {"amount_usd": ..., "reason": ...} is one level
 #: The idempotency scope of operator requests (wallet scopes are 0x addresses: no clash).
 OPERATOR_SCOPE = "operator"
 
@@ -72,8 +73,8 @@ async def adjust(request: Request) -> Response:
                 "The body is too long for an adjustment", code="invalid_body", field="body"
             )
         try:
-            body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
+            body = bounded_json.loads(raw, max_depth=MAX_ADJUST_DEPTH)
+        except bounded_json.JsonRefused:
             raise BadRequest(
                 "The body must be a JSON object", code="invalid_body", field="body"
             ) from None

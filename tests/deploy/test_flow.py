@@ -370,6 +370,21 @@ async def test_ready_check_includes_createos(gw: Gateway) -> None:
     assert response.json()["checks"]["createos"] == "ok"
 
 
+@pytest.mark.parametrize("status", [404, 401, 500])
+async def test_ready_says_what_the_createos_probe_got(
+    gw: Gateway, sim: CreateOSSimulator, status: int
+) -> None:
+    """The probe's own answer, not the meaning a deploy gives that status ("does not know
+    this project or deployment" for a 404 was misleading: it is a wrong API URL)."""
+    sim.fail_next("GET", "/v1/quotas", status=status)
+    response = await gw.client.get("/health/ready")
+    assert response.status_code == 503
+    assert response.json()["failing"] == ["createos"]
+    assert response.json()["checks"]["createos"] == (
+        f"unavailable: GET /v1/quotas got HTTP {status}"
+    )
+
+
 @pytest.mark.parametrize("value", ["", "x" * 129, "has space", "semi;colon"])
 async def test_malformed_idempotency_key_is_400(
     gw: Gateway, sim: CreateOSSimulator, agent: LocalAccount, value: str

@@ -47,6 +47,11 @@ async def test_ready_names_the_failing_chain(make_settings, chains: dict[str, An
         response = await gateway.get("/health/ready")
     assert response.status_code == 503
     assert response.json()["failing"] == ["rpc:base"]
+    # What the probe got from each URL (by position: URLs may carry keys), not a hint.
+    assert response.json()["checks"]["rpc:base"].startswith(
+        "unavailable: no RPC URL answered: url 1: "
+    )
+    assert "try again later" not in response.json()["checks"]["rpc:base"]
 
 
 async def test_ready_names_a_token_that_is_not_what_the_config_says(
