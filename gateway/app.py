@@ -68,7 +68,12 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         store = await connect_store(redis_url, settings.redis_key_prefix)
         chains = ChainRegistry(
-            settings.chains, timeout=settings.rpc_timeout_seconds, clock=clock, metrics=metrics
+            settings.chains,
+            timeout=settings.rpc_timeout_seconds,
+            max_answer_bytes=settings.rpc_max_answer_bytes,
+            max_receipt_logs=settings.max_receipt_logs,
+            clock=clock,
+            metrics=metrics,
         )
         default_chain = chains.get(settings.default_chain)
         limiter = RateLimiter(
@@ -88,6 +93,8 @@ def create_app(
             connect_timeout=settings.upstream_connect_timeout,
             read_timeout=settings.upstream_read_timeout,
             upload_timeout=settings.upstream_upload_timeout,
+            max_answer_bytes=settings.upstream_max_answer_bytes,
+            answer_seconds=settings.upstream_answer_seconds,
             metrics=metrics,
         )
         ownership = Ownership(store, clock=clock)

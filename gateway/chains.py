@@ -24,9 +24,11 @@ from typing import Any, TypeVar
 import aiohttp
 from eth_account.messages import defunct_hash_message
 from web3 import AsyncHTTPProvider, AsyncWeb3, Web3
+from web3._utils.http_session_manager import HTTPSessionManager
 from web3.exceptions import ContractLogicError, TransactionNotFound, Web3Exception
 from web3.types import RPCEndpoint
 
+from gateway import bounded_json
 from gateway.config import ChainConfig, TokenConfig
 from gateway.errors import Unavailable
 from gateway.headers import RETRY_AFTER
@@ -109,17 +111,60 @@ class RpcUnavailable(Unavailable):
         self.outcomes = tuple(outcomes)
 
 
-class _Endpoint:
-    def __init__(self, url: str, timeout: float) -> None:
-        self.url = url
-        self.w3: _W3 = AsyncWeb3(
-            AsyncHTTPProvider(
-                url,
-                request_kwargs={"timeout": aiohttp.ClientTimeout(total=timeout)},
-                # Failover across URLs is ours; web3's own retries would only add latency.
-                exception_retry_configuration=None,
-            )
+#: Nesting of a JSON-RPC answer we accept: a receipt is 4 levels (result.logs[].topics[]),
+#: a batch one more.
+RPC_MAX_DEPTH = 16
+
+
+class RpcAnswerRefused(aiohttp.ClientPayloadError):
+    """An RPC answer over the size or depth bound: a failure of that URL, like a timeout."""
+
+
+class _BoundedAnswers(HTTPSessionManager):
+    """web3's session manager, reading each answer with bounds of our own before web3's JSON
+    decoder (the stdlib's, recursive) sees it: at most ``max_bytes`` (refused from
+    Content-Length, or as soon as the stream passes it) and ``RPC_MAX_DEPTH`` levels."""
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__()
+        self.max_bytes = max_bytes
+
+    async def async_make_post_request(self, endpoint_uri: Any, data: Any, **kwargs: Any) -> bytes:
+        response = await self.async_get_response_from_post_request(
+            endpoint_uri, data=data, **kwargs
         )
+        try:
+            response.raise_for_status()
+            declared = response.content_length
+            if declared is not None and declared > self.max_bytes:
+                raise RpcAnswerRefused(f"answer of {declared} bytes, over {self.max_bytes}")
+            body = bytearray()
+            async for chunk in response.content.iter_chunked(64 * 1024):
+                body += chunk
+                if len(body) > self.max_bytes:
+                    raise RpcAnswerRefused(f"answer over {self.max_bytes} bytes")
+        finally:
+            response.release()
+        try:
+            # Parsed once more by web3 after this: a receipt costs microseconds, and web3's
+            # decoder then never meets a document deeper than RPC_MAX_DEPTH.
+            bounded_json.loads(body, max_depth=RPC_MAX_DEPTH)
+        except bounded_json.JsonRefused as exc:
+            raise RpcAnswerRefused(f"answer refused: {exc}") from None
+        return bytes(body)
+
+
+class _Endpoint:
+    def __init__(self, url: str, timeout: float, max_answer_bytes: int) -> None:
+        self.url = url
+        provider = AsyncHTTPProvider(
+            url,
+            request_kwargs={"timeout": aiohttp.ClientTimeout(total=timeout)},
+            # Failover across URLs is ours; web3's own retries would only add latency.
+            exception_retry_configuration=None,
+        )
+        provider._request_session_manager = _BoundedAnswers(max_answer_bytes)
+        self.w3: _W3 = AsyncWeb3(provider)
         self.verified = False
         self.wrong_chain = False
         self.benched_until = 0.0
@@ -139,17 +184,24 @@ class ChainClient:
         *,
         timeout: float = 8.0,
         bench_seconds: float = 30.0,
+        max_answer_bytes: int = 4 * 1024 * 1024,
+        max_receipt_logs: int = 1000,
         clock: Clock = system_clock,
         metrics: GatewayMetrics | None = None,
         timer: Callable[[], float] = time.perf_counter,
     ) -> None:
+        """``timeout`` bounds each call on one URL (headers, body and all); an answer over
+        ``max_answer_bytes`` or ``RPC_MAX_DEPTH`` levels, or a receipt with more than
+        ``max_receipt_logs`` logs, is a failure of that URL like a timeout (503 when no URL
+        gives a bounded answer)."""
         self._metrics = metrics or GatewayMetrics()
+        self.max_receipt_logs = max_receipt_logs
         self._timer = timer
         self.config = config
         self.timeout = timeout
         self.bench_seconds = bench_seconds
         self.clock = clock
-        self._endpoints = [_Endpoint(url, timeout) for url in config.rpc_urls]
+        self._endpoints = [_Endpoint(url, timeout, max_answer_bytes) for url in config.rpc_urls]
 
     @property
     def name(self) -> str:
@@ -256,6 +308,7 @@ class ChainClient:
                 async with asyncio.timeout(self.timeout):
                     await self._ensure_chain(endpoint)
                     raw = await endpoint.w3.eth.get_transaction_receipt(tx_hash)  # type: ignore[arg-type]
+                    receipt = _to_receipt(tx_hash, raw, index, max_logs=self.max_receipt_logs)
             except TransactionNotFound:
                 self._observe("get_receipt", started, failed=False)
                 answered = True
@@ -266,7 +319,7 @@ class ChainClient:
                 errors.append(f"{endpoint.url}: {type(exc).__name__}: {exc}")
                 continue
             self._observe("get_receipt", started, failed=False)
-            return _to_receipt(tx_hash, raw, index)
+            return receipt
         if answered:
             return None
         raise RpcUnavailable(
@@ -406,11 +459,20 @@ class ChainRegistry:
         chains: Mapping[str, ChainConfig],
         *,
         timeout: float = 8.0,
+        max_answer_bytes: int = 4 * 1024 * 1024,
+        max_receipt_logs: int = 1000,
         clock: Clock = system_clock,
         metrics: GatewayMetrics | None = None,
     ) -> None:
         self._clients = {
-            name: ChainClient(cfg, timeout=timeout, clock=clock, metrics=metrics)
+            name: ChainClient(
+                cfg,
+                timeout=timeout,
+                max_answer_bytes=max_answer_bytes,
+                max_receipt_logs=max_receipt_logs,
+                clock=clock,
+                metrics=metrics,
+            )
             for name, cfg in chains.items()
         }
 
@@ -457,7 +519,10 @@ def _to_bytes(value: Any) -> bytes:
     return bytes.fromhex(text[2:] if text.startswith("0x") else text)
 
 
-def _to_receipt(tx_hash: str, raw: Mapping[str, Any], endpoint: int) -> Receipt:
+def _to_receipt(tx_hash: str, raw: Mapping[str, Any], endpoint: int, *, max_logs: int) -> Receipt:
+    """Our ``Receipt``; ``ValueError`` (a failure of that URL) for more than ``max_logs``."""
+    if len(raw.get("logs", [])) > max_logs:
+        raise ValueError(f"receipt with {len(raw['logs'])} logs, over {max_logs}")
     logs = tuple(
         TransferLog(
             address=to_checksum_address(entry["address"]),

@@ -13,9 +13,9 @@ Every request is counted against the rate limit exactly once, failed ones includ
 common path (an EOA signature that recovers) the count and the nonce are one Lua script, so
 authentication costs one Redis round trip; a request that fails is counted before its 401.
 
-Failed authentications cost the caller, not the gateway (SPEC section 7): each also draws on
-its client IP's failure budget, whatever wallet it claims (``RateLimiter.count_failure``), and
-once that is spent the IP's failing requests get 429. A signature that does not recover to
+Failed authentications cost the caller, not the gateway (docs/PROTOCOL.md section 5): each also
+draws on its client IP's failure budget, whatever wallet it claims (``RateLimiter.count_failure``),
+and once that is spent the IP's failing requests get 429. A signature that does not recover to
 the wallet is charged to that budget *before* its EIP-1271 RPC call and refunded if the
 contract accepts it, so a flood of junk signatures with rotating wallets spends at most the
 budget in RPC calls. An address found to have no code is remembered for

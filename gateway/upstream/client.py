@@ -85,6 +85,8 @@ class CreateOSClient:
         max_attempts: int = 3,
         backoff_base: float = 0.2,
         max_retry_after: float = 10.0,
+        max_answer_bytes: int = 8 * 1024 * 1024,
+        answer_seconds: float = 30.0,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         metrics: GatewayMetrics | None = None,
         timer: Callable[[], float] = time.perf_counter,
@@ -93,6 +95,12 @@ class CreateOSClient:
 
         ``upload_timeout`` is the write timeout of uploads (bodies reach ~45 MB);
         ``max_attempts`` counts the first try; ``sleep`` is injected so tests back off fast.
+        Every answer is bounded before it is parsed: at most ``max_answer_bytes`` (refused
+        from Content-Length, or as soon as the stream passes it), ``envelope.MAX_DEPTH``
+        levels of JSON, and ``answer_seconds`` for the whole exchange (``upload_timeout`` more
+        for uploads), since ``read_timeout`` bounds each read only and a dripping answer
+        would never end. Past a bound the call fails as an ``UpstreamError`` (502) that may
+        have applied.
         Every HTTP attempt is observed in ``metrics`` (latency and, when it fails, the error
         class) under its ``upstream_endpoint`` label.
         """
@@ -104,6 +112,9 @@ class CreateOSClient:
         self._backoff_base = backoff_base
         self._max_retry_after = max_retry_after
         self._sleep = sleep
+        self._max_answer_bytes = max_answer_bytes
+        self._answer_seconds = answer_seconds
+        self._upload_seconds = upload_timeout
         self._upload_timeout = httpx.Timeout(
             connect=connect_timeout, read=read_timeout, write=upload_timeout, pool=connect_timeout
         )
@@ -324,9 +335,8 @@ class CreateOSClient:
         try:
             await self._send("GET", "/quotas")
         except UpstreamError as exc:
-            raise UpstreamError(
-                f"GET /v1/quotas got {_probe_outcome(exc)}", internal=exc.internal
-            ) from None
+            exc.public = f"GET /v1/quotas got {_probe_outcome(exc)}"  # same class, status
+            raise
 
     # Plumbing
 
@@ -405,9 +415,10 @@ class CreateOSClient:
         operation = f"{method} {path}"
         started = self._timer()
         error_kind: str | None = None
+        deadline = self._answer_seconds + (self._upload_seconds if upload else 0.0)
         try:
             with _httpx_errors_mapped():
-                response = await self._http.request(
+                request = self._http.build_request(
                     method,
                     path,
                     params=params,
@@ -417,11 +428,9 @@ class CreateOSClient:
                     headers=headers,
                     timeout=self._upload_timeout if upload else httpx.USE_CLIENT_DEFAULT,
                 )
-            return parse_envelope(
-                response.status_code,
-                response.content,
-                retry_after=response.headers.get(RETRY_AFTER),
-            )
+                async with asyncio.timeout(deadline):
+                    status, body, retry_after = await self._exchange(request)
+            return parse_envelope(status, body, retry_after=retry_after)
         except UpstreamError as exc:
             error_kind = type(exc).__name__.removeprefix("Upstream").lower() or "error"
             exc.operation = operation
@@ -433,6 +442,30 @@ class CreateOSClient:
                 upstream_endpoint(method, path), self._timer() - started, error_kind
             )
 
+    async def _exchange(self, request: httpx.Request) -> tuple[int, bytes, str | None]:
+        """Send ``request``; its status, body (at most ``max_answer_bytes``) and Retry-After."""
+        response = await self._http.send(request, stream=True)
+        try:
+            declared = response.headers.get("Content-Length", "")
+            if declared.isdigit() and int(declared) > self._max_answer_bytes:
+                raise _oversize(response.status_code, self._max_answer_bytes)
+            body = bytearray()
+            async for chunk in response.aiter_bytes():  # decoded: a gzip bomb stops here too
+                body += chunk
+                if len(body) > self._max_answer_bytes:
+                    raise _oversize(response.status_code, self._max_answer_bytes)
+        finally:
+            await response.aclose()
+        return response.status_code, bytes(body), response.headers.get(RETRY_AFTER)
+
+
+def _oversize(status: int, limit: int) -> UpstreamError:
+    return UpstreamError(
+        internal=f"CreateOS HTTP {status}: an answer over {limit} bytes",
+        upstream_status=status,
+        may_have_applied=True,
+    )
+
 
 @contextlib.contextmanager
 def _httpx_errors_mapped() -> Iterator[None]:
@@ -442,6 +475,11 @@ def _httpx_errors_mapped() -> Iterator[None]:
     """
     try:
         yield
+    except TimeoutError:
+        # The whole-answer deadline (asyncio.timeout): the request had left.
+        raise UpstreamUnreachable(
+            internal="no complete answer within the deadline", may_have_applied=True
+        ) from None
     except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
         # The request never left this process: any call may be retried.
         raise UpstreamUnreachable(internal=_describe(exc), may_have_applied=False) from None

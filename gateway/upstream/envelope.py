@@ -8,16 +8,16 @@ CreateOS wraps replies in an envelope whose exact shape is unverified (docs/UPST
     {"status": "error", "message": "..."}
 
 A reply is a failure when the HTTP status is >= 400, ``status`` is ``fail`` or ``error``,
-``success`` is false, or the body is not a JSON object; a 200 with ``status: "fail"`` is a
-failure like any other.
+``success`` is false, or the body is not a JSON object (nested at most ``MAX_DEPTH`` levels,
+``gateway.bounded_json``); a 200 with ``status: "fail"`` is a failure like any other.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any
 
+from gateway import bounded_json
 from gateway.upstream.errors import (
     UpstreamError,
     UpstreamForbidden,
@@ -29,6 +29,9 @@ from gateway.upstream.errors import (
 )
 
 __all__ = ["parse_envelope", "parse_retry_after"]
+
+#: Deepest CreateOS answer accepted: a page of projects is data.data[].settings.envVars, 5.
+MAX_DEPTH = 32
 
 # Upstream messages go to the log only, but a log line is no place for a whole HTML page.
 _MAX_INTERNAL_MESSAGE = 500
@@ -44,8 +47,8 @@ def parse_envelope(status_code: int, body: bytes | str, *, retry_after: str | No
     if status_code == 204 and not body.strip():
         return None
     try:
-        document = json.loads(body)
-    except ValueError:  # JSONDecodeError and UnicodeDecodeError alike
+        document = bounded_json.loads(body, max_depth=MAX_DEPTH)
+    except bounded_json.JsonRefused:  # not JSON, not UTF-8, or too deep: unusable alike
         document = None
     if not isinstance(document, dict):
         raise _error_for(

@@ -1,7 +1,7 @@
-"""SPEC section 7: failed authentications draw on a budget per client IP, whatever wallet they
-claim, and a bad signature for an address known to have no code costs no RPC call. Against a
-served gateway (``python -m gateway serve``) with real Redis and anvil; the second client IP is
-a real one (127.0.0.2, another loopback source address), not a forwarded header."""
+"""docs/PROTOCOL.md section 5: failed authentications draw on a budget per client IP, whatever
+wallet they claim, and a bad signature for an address known to have no code costs no RPC call.
+Against a served gateway (``python -m gateway serve``) with real Redis and anvil; the second client
+IP is a real one (127.0.0.2, another loopback source address), not a forwarded header."""
 
 from __future__ import annotations
 

@@ -389,7 +389,7 @@ async def test_a_refused_key_is_unauthorized(base_url: str, simulator: CreateOSS
         with pytest.raises(UpstreamUnauthorized):
             await client.list_projects()
     assert caught.value.upstream_status == 401
-    assert caught.value.public == "The deploy service failed"
+    assert caught.value.public == "GET /v1/quotas got HTTP 401"
     assert len(simulator.requests) == 2
 
 
