@@ -12,6 +12,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from gateway.config import Settings
 from gateway.deploy.validation import MAX_PATH_LENGTH, MAX_ZIP_FILENAME
 from gateway.headers import (
     IDEMPOTENCY_KEY,
@@ -26,7 +27,9 @@ from gateway.headers import (
     WALLET_ADDRESS,
 )
 from gateway.types import ADDRESS_PATTERN
+from gateway.web.discovery import payment_info, service_info
 from gateway.web.responses import json_response
+from gateway.web.services import services
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 _ADDRESS = {"type": "string", "pattern": ADDRESS_PATTERN}
@@ -235,6 +238,16 @@ PATHS: dict[str, dict[str, Any]] = {
         )
     },
     "/openapi.json": {"get": _op("This document", _json({"type": "object"}, "OpenAPI 3.1"), ())},
+    "/llms.txt": {
+        "get": _op(
+            "The agent's guide: what the service does, how to authenticate, pay and poll",
+            {
+                "description": "Markdown, with the configured prices",
+                "content": {"text/markdown": {"schema": _STR}},
+            },
+            (),
+        )
+    },
     "/metrics": {
         "get": {
             **_op(
@@ -447,7 +460,18 @@ PATHS: dict[str, dict[str, Any]] = {
 }
 
 
-def build_document() -> dict[str, Any]:
+#: The operations that take a payment: each carries ``x-payment-info``.
+PAID_OPERATIONS = (
+    ("/agent/deploy", "post"),
+    ("/agent/projects/{projectId}/deploy", "post"),
+    ("/agent/credits/topup", "post"),
+)
+
+
+def build_document(settings: Settings | None = None) -> dict[str, Any]:
+    """The OpenAPI document; with ``settings``, paid operations carry ``x-payment-info`` and
+    the document ``x-service-info``, both built from that configuration."""
+
     def header(name: str, pattern: str, description: str) -> dict[str, Any]:
         return {
             "name": name,
@@ -457,7 +481,7 @@ def build_document() -> dict[str, Any]:
             "schema": {"type": "string", "pattern": pattern},
         }
 
-    return {
+    document: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {
             "title": "Agent deploy gateway",
@@ -504,6 +528,11 @@ def build_document() -> dict[str, Any]:
             "securitySchemes": {"adminToken": {"type": "http", "scheme": "bearer"}},
         },
     }
+    if settings is not None:
+        document["x-service-info"] = service_info(settings)
+        for path, method in PAID_OPERATIONS:
+            document["paths"][path][method]["x-payment-info"] = payment_info(settings)
+    return document
 
 
 _REQUEST_ID_PARAMETER = {
@@ -527,8 +556,9 @@ def _with_request_ids(paths: dict[str, dict[str, Any]]) -> dict[str, dict[str, A
     return decorated
 
 
-_DOCUMENT = build_document()
-
-
 async def document(request: Request) -> Response:
-    return json_response(_DOCUMENT)
+    """Built once per app from its settings (the figures follow the configuration)."""
+    state = request.app.state
+    if getattr(state, "openapi_document", None) is None:
+        state.openapi_document = build_document(services(request).settings)
+    return json_response(state.openapi_document)

@@ -4,13 +4,24 @@ from __future__ import annotations
 
 from starlette.routing import Route
 
-from gateway.web import admin, credits, deploy, deployments, metrics, openapi, projects, public
+from gateway.web import (
+    admin,
+    credits,
+    deploy,
+    deployments,
+    discovery,
+    metrics,
+    openapi,
+    projects,
+    public,
+)
 
 routes = [
     # public
     Route("/health", public.health, methods=["GET"]),
     Route("/health/ready", public.ready, methods=["GET"]),
     Route("/openapi.json", openapi.document, methods=["GET"]),
+    Route("/llms.txt", discovery.llms_txt, methods=["GET"]),
     Route("/metrics", metrics.metrics, methods=["GET"]),
     Route("/agent/chains", public.chains, methods=["GET"]),
     Route("/agent/recipients", public.recipients, methods=["GET"]),
