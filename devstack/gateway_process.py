@@ -56,7 +56,13 @@ class GatewayProcess:
     GATEWAY_RPC_*, CREATEOS_API_URL...); output goes to ``log_path``."""
 
     def __init__(
-        self, config: Path, env: Mapping[str, str], log_path: Path, *, start_timeout: float = 30.0
+        self,
+        config: Path,
+        env: Mapping[str, str],
+        log_path: Path,
+        *,
+        start_timeout: float = 30.0,
+        log_level: str = "warning",
     ) -> None:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
@@ -66,13 +72,14 @@ class GatewayProcess:
         self.env = {**os.environ, **env}
         self.log_path = log_path
         self.start_timeout = start_timeout
+        self.log_level = log_level
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
     def start(self) -> GatewayProcess:
         """Start and return once ``/health`` answers; raises with the log tail otherwise."""
         command = [sys.executable, "-m", "gateway", "--config", str(self.config), "serve",
-                   "--port", str(self.port), "--log-level", "warning"]  # fmt: skip
+                   "--port", str(self.port), "--log-level", self.log_level]  # fmt: skip
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 command, cwd=PROJECT_ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT

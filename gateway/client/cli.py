@@ -26,6 +26,7 @@ from eth_account.signers.local import LocalAccount
 
 from gateway.client.agent import AgentClient
 from gateway.client.bundle import BundleError, collect
+from gateway.client.envvars import EnvError, collect_env
 from gateway.client.errors import (
     AskedToPayAgain,
     BuildFailed,
@@ -90,6 +91,28 @@ def add_commands(
     deploy.add_argument("--display-name", help="display name (default: the name)")
     _payment_options(deploy)
     deploy.add_argument("--no-wait", action="store_true", help="return once the build started")
+    deploy.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a runtime environment variable of the app (repeatable); only its key is printed",
+    )
+    deploy.add_argument(
+        "--env-file",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="PATH",
+        help="runtime variables from a .env file (repeatable; --env overrides)",
+    )
+    deploy.add_argument(
+        "--build-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a build-time variable (repeatable)",
+    )
 
     redeploy = command("redeploy", "deploy DIR into a project this wallet owns", _redeploy)
     redeploy.add_argument("project_id", metavar="PROJECT_ID")
@@ -287,10 +310,24 @@ def _bundle_upload(directory: Path, output: Output) -> dict[str, Any]:
     return bundle.upload()
 
 
+def _app_env(args: argparse.Namespace, output: Output) -> dict[str, Any] | None:
+    """The deploy's ``settings`` with the app's variables (keys shown, values never)."""
+    try:
+        app_env = collect_env(args.env_file, args.env, args.build_env)
+    except EnvError as exc:
+        raise UsageError(str(exc)) from None
+    if not app_env.settings():
+        return None
+    output.note(f"[{'env':>12}] {app_env.describe()}")
+    return app_env.settings()
+
+
 async def _deploy(args: argparse.Namespace, output: Output, environ: Mapping[str, str]) -> int:
     upload = _bundle_upload(args.directory, output)
+    settings = _app_env(args, output)
     async with _client(args, output, environ) as client:
         options = {
+            "settings": settings,
             "name": args.name,
             "display_name": args.display_name,
             "months": args.months,
