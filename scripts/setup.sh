@@ -15,9 +15,9 @@ if [ ! -x .venv/bin/python ]; then
   echo "==> creating .venv"
   "$PYTHON" -m venv .venv
 fi
-echo "==> installing Python packages (pip install -e '.[dev]')"
+echo "==> installing Python packages (pip install -e '.[server,dev]')"
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e '.[dev]'
+.venv/bin/python -m pip install --quiet -e '.[server,dev]'
 
 if command -v npm >/dev/null 2>&1; then
   echo "==> installing anvil and solc (npm ci)"
