@@ -14,10 +14,10 @@ Invariants:
 - No lost money: after a payment, every upstream failure answers 502 (503 + Retry-After when
   CreateOS throttles) with the balance and "retry without payment headers".
 - No double work: each step is written to the attempt record *before* its upstream call
-  (``gateway.deploy.attempts``), under a per-(wallet, name) lock. A retry adopts what the failed attempt
-  made: its project (from the record, or found by name after an ambiguous create) and its
-  deployment (listed after an ambiguous upload: one not among the project's deployments from
-  before the upload). Only after a definite failure is the step rolled back.
+  (``gateway.deploy.attempts``), under a per-(wallet, name) lock. A retry adopts what the
+  failed attempt made: its project (from the record, or found by name after an ambiguous
+  create) and its deployment (listed after an ambiguous upload: one not among the project's
+  deployments from before the upload). Only after a definite failure is the step rolled back.
 - No orphan from a failed create: a definite failure created nothing; an ambiguous one is
   recovered by name at once (and again on the retry); a project we created but cannot record
   (storage down) is deleted upstream again.
