@@ -51,6 +51,9 @@ CANONICAL_TOKENS: dict[int, dict[str, str]] = {
 }
 """chain id -> token key -> checksummed token address, per docs/CHAINS.md section 1."""
 
+TOKEN_CONTRACTS: dict[str, str] = {"usdc": "TestUsdc"}
+"""token key -> the artifact installed at its address; keys not named get ``TestToken``."""
+
 # Derived from the public mnemonic "test test test test test test test test test test test junk"
 # at m/44'/60'/0'/0/i. Publicly known keys: local chains only.
 ANVIL_ACCOUNTS: list[tuple[str, str]] = [
@@ -436,12 +439,16 @@ class AnvilNode:
         self.rpc("anvil_setCode", [address, _artifact(contract_name)["deployedBytecode"]])
 
     def install_test_tokens(self) -> dict[str, str]:
-        """Install TestToken at this chain's canonical token addresses; returns key -> address."""
+        """Install the test tokens at this chain's canonical addresses; returns key -> address.
+
+        USDC gets ``TestUsdc`` (EIP-3009 and EIP-2612 with the real USDC EIP-712 domain), every
+        other token the plain ``TestToken``; both share the storage layout of ``TestErc20``.
+        """
         tokens = CANONICAL_TOKENS.get(self.chain_id)
         if tokens is None:
             raise KeyError(f"no canonical tokens for chain {self.chain_id}")
-        for address in tokens.values():
-            self.set_code(address, "TestToken")
+        for key, address in tokens.items():
+            self.set_code(address, TOKEN_CONTRACTS.get(key, "TestToken"))
         return dict(tokens)
 
     def deploy(self, contract_name: str, sender: str | None = None) -> str:

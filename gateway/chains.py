@@ -25,7 +25,7 @@ import aiohttp
 from eth_account.messages import defunct_hash_message
 from web3 import AsyncHTTPProvider, AsyncWeb3, Web3
 from web3._utils.http_session_manager import HTTPSessionManager
-from web3.exceptions import ContractLogicError, TransactionNotFound, Web3Exception
+from web3.exceptions import ContractLogicError, TransactionNotFound, Web3Exception, Web3RPCError
 from web3.types import RPCEndpoint
 
 from gateway import bounded_json
@@ -56,6 +56,8 @@ ERC20_ABI: list[dict[str, Any]] = json.loads((_ABI / "erc20.json").read_text("ut
 ERC1271_ABI: list[dict[str, Any]] = json.loads((_ABI / "erc1271.json").read_text("utf-8"))
 ERC1271_MAGIC = bytes.fromhex("1626ba7e")
 ERC6492_SUFFIX = bytes.fromhex("6492" * 16)
+EIP3009_ABI: list[dict[str, Any]] = json.loads((_ABI / "eip3009.json").read_text("utf-8"))
+AUTHORIZATION_USED_TOPIC = "0x" + Web3.keccak(text="AuthorizationUsed(address,bytes32)").hex()
 
 #: Errors that mean "this RPC URL did not answer properly"; anything else is a bug.
 _RPC_ERRORS: tuple[type[BaseException], ...] = (
@@ -96,6 +98,22 @@ class BlockFacts:
     latest: int
     safe: int | None
     finalized: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Simulation:
+    """A call estimated against ``latest``: its gas when it would succeed, else why not."""
+
+    gas: int | None
+    revert_reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class FeeCaps:
+    """EIP-1559 fee caps for a transaction sent now, in wei per gas."""
+
+    max_fee_per_gas: int
+    max_priority_fee_per_gas: int
 
 
 class TokenMisconfigured(Unavailable):
@@ -407,6 +425,129 @@ class ChainClient:
         result, _ = await self.call(ask, operation="is_valid_signature")
         return result
 
+    # --- settlement (gateway.payments.settle) ----------------------------------------------
+
+    async def is_valid_digest_signature(self, wallet: str, digest: bytes, signature: bytes) -> bool:
+        """EIP-1271 ``isValidSignature(digest, signature)``; False when the wallet has no code,
+        reverts or answers anything but the magic value. RPC failure -> 503."""
+        address = to_checksum_address(wallet)
+
+        async def ask(w3: _W3) -> bool:
+            if not await w3.eth.get_code(address):
+                return False
+            contract = w3.eth.contract(address=address, abi=ERC1271_ABI)
+            try:
+                answer = await contract.functions.isValidSignature(digest, signature).call()
+            except ContractLogicError:
+                return False
+            except (ValueError, Web3Exception) as exc:
+                if "revert" in str(exc).lower():
+                    return False
+                raise
+            return bytes(answer)[:4] == ERC1271_MAGIC
+
+        result, _ = await self.call(ask, operation="is_valid_signature")
+        return result
+
+    async def simulate(self, sender: str, to: str, data: bytes) -> Simulation:
+        """``eth_estimateGas`` of the call at ``latest``: a revert is an answer (its reason),
+        an RPC failure a 503."""
+
+        async def estimate(w3: _W3) -> Simulation:
+            tx: Any = {"from": to_checksum_address(sender), "to": to_checksum_address(to)}
+            tx["data"] = "0x" + data.hex()
+            try:
+                gas = await w3.eth.estimate_gas(tx)
+            except ContractLogicError as exc:
+                return Simulation(gas=None, revert_reason=str(exc.message or exc))
+            except Web3RPCError as exc:
+                if "revert" in str(exc).lower():
+                    return Simulation(gas=None, revert_reason=str(exc))
+                raise
+            return Simulation(gas=int(gas), revert_reason=None)
+
+        result, _ = await self.call(estimate, operation="simulate")
+        return result
+
+    async def pending_nonce(self, address: str) -> int:
+        """The account's next nonce counting its pending transactions."""
+        count, _ = await self.call(
+            lambda w3: w3.eth.get_transaction_count(to_checksum_address(address), "pending"),
+            operation="pending_nonce",
+        )
+        return int(count)
+
+    async def fee_caps(self) -> FeeCaps:
+        """Twice the latest base fee plus the node's suggested tip: a transaction sent now
+        stays includable through a few blocks of rising base fee."""
+
+        async def read(w3: _W3) -> FeeCaps:
+            block = await w3.eth.get_block("latest")
+            tip = int(await w3.eth.max_priority_fee)
+            base_fee = int(block.get("baseFeePerGas", 0))
+            return FeeCaps(max_fee_per_gas=2 * base_fee + tip, max_priority_fee_per_gas=tip)
+
+        caps, _ = await self.call(read, operation="fee_caps")
+        return caps
+
+    async def send_raw_transaction(self, raw: bytes) -> str:
+        """Broadcast signed bytes; returns what the node said: ``sent``, or ``known`` when it
+        already has this transaction or its nonce is spent (the receipt tells which). Sending
+        the same bytes again never makes a second transaction. Other refusals -> 503."""
+
+        async def send(w3: _W3) -> str:
+            try:
+                await w3.eth.send_raw_transaction(raw)
+            except Web3RPCError as exc:
+                text = str(exc).lower()
+                if any(marker in text for marker in _ALREADY_SENT_MARKERS):
+                    return "known"
+                raise
+            return "sent"
+
+        answer, _ = await self.call(send, operation="send_raw_transaction")
+        return answer
+
+    async def authorization_used(self, token: str, authorizer: str, nonce: bytes) -> bool:
+        """EIP-3009 ``authorizationState(authorizer, nonce)`` at ``latest``."""
+
+        async def read(w3: _W3) -> bool:
+            contract = w3.eth.contract(address=to_checksum_address(token), abi=EIP3009_ABI)
+            used = await contract.functions.authorizationState(
+                to_checksum_address(authorizer), nonce
+            ).call()
+            return bool(used)
+
+        result, _ = await self.call(read, operation="authorization_state")
+        return result
+
+    async def authorization_used_tx(
+        self, token: str, authorizer: str, nonce: bytes, *, lookback_blocks: int
+    ) -> str | None:
+        """The hash of the transaction whose ``AuthorizationUsed(authorizer, nonce)`` log the
+        token emitted within the last ``lookback_blocks``; None when there is none."""
+
+        async def search(w3: _W3) -> str | None:
+            latest = int(await w3.eth.block_number)
+            logs = await w3.eth.get_logs(
+                {
+                    "address": to_checksum_address(token),
+                    "topics": [
+                        AUTHORIZATION_USED_TOPIC,
+                        "0x" + bytes.fromhex(authorizer[2:]).rjust(32, b"\0").hex(),
+                        "0x" + nonce.hex(),
+                    ],
+                    "fromBlock": max(0, latest - lookback_blocks),
+                    "toBlock": latest,
+                }
+            )
+            if not logs:
+                return None
+            return _hex(logs[0]["transactionHash"])
+
+        result, _ = await self.call(search, operation="authorization_logs")
+        return result
+
     async def check(self) -> None:
         """Readiness: a URL answers with the right chain id, and every enabled token is a
         contract whose ``decimals()`` is the configured one (docs/CHAINS.md section 1), so a wrong
@@ -488,6 +629,8 @@ class ChainRegistry:
 
 
 _GET_BLOCK = RPCEndpoint("eth_getBlockByNumber")
+#: How nodes say they already have a raw transaction (geth, anvil, others) or its nonce is spent.
+_ALREADY_SENT_MARKERS = ("already known", "known transaction", "already imported", "nonce too low")
 _FINALITY_TAGS = ("latest", "safe", "finalized")
 
 

@@ -30,6 +30,7 @@ ENV_OVERRIDES = (
     "GATEWAY_RPC_<CHAIN>",
     "GATEWAY_ADMIN_TOKEN",
     "GATEWAY_TRUSTED_PROXIES",
+    "GATEWAY_SETTLER_KEY",
 )
 
 
@@ -39,6 +40,15 @@ class TokenConfig:
     symbol: str
     address: str  # EIP-55
     decimals: int
+    #: The token's EIP-712 domain name and version when it implements EIP-3009
+    #: (``transferWithAuthorization``): only such tokens are offered for gasless payment.
+    eip712_name: str | None = None
+    eip712_version: str | None = None
+
+    @property
+    def gasless(self) -> bool:
+        """Whether the gateway can settle an EIP-3009 authorization of this token."""
+        return self.eip712_name is not None and self.eip712_version is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +122,18 @@ class Settings:
     recheck_interval_seconds: float = 60.0
     metering_interval_seconds: float = 60.0
     metering_lease_seconds: int = 120
+    #: 0x-hex private key of the account that sends EIP-3009 settlements (gas only, never
+    #: customer money); None: no gasless payment is offered or accepted.
+    settler_key: str | None = field(default=None, repr=False)
+    #: An authorization's ``validBefore`` must leave at least this long to settle.
+    settle_margin_seconds: int = 30
+    #: How long one request waits for a settlement receipt before answering pending.
+    settle_wait_seconds: float = 20.0
+    #: A settlement claim whose holder died before recording a tx is taken over after this.
+    settle_lease_seconds: int = 60
+    #: Blocks searched back for an ``AuthorizationUsed`` log of an authorization someone else
+    #: settled.
+    settle_log_lookback_blocks: int = 50_000
     source: str = field(default="", compare=False)
 
     def chain(self, name: str) -> ChainConfig | None:
@@ -281,8 +303,35 @@ def parse_settings(raw: Mapping[str, Any], env: Mapping[str, str], *, source: st
         ),
         metering_interval_seconds=reader.get_float("metering.interval_seconds", default=60.0),
         metering_lease_seconds=reader.get_int("metering.lease_seconds", default=120, low=5),
+        settler_key=_settler_key(env.get("GATEWAY_SETTLER_KEY")),
+        settle_margin_seconds=reader.get_int(
+            "settlement.margin_seconds", default=30, low=1, high=3600
+        ),
+        settle_wait_seconds=reader.get_float("settlement.wait_seconds", default=20.0),
+        settle_lease_seconds=reader.get_int(
+            "settlement.lease_seconds", default=60, low=5, high=3600
+        ),
+        settle_log_lookback_blocks=reader.get_int(
+            "settlement.log_lookback_blocks", default=50_000, low=1
+        ),
         source=source,
     )
+
+
+_SECP256K1_ORDER = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+
+
+def _settler_key(value: str | None) -> str | None:
+    """``GATEWAY_SETTLER_KEY``: None when unset or empty, else 0x and 64 hex digits."""
+    if not value:
+        return None
+    text = value.strip()
+    digits = text[2:] if text.lower().startswith("0x") else ""
+    if len(digits) != 64 or any(c not in "0123456789abcdefABCDEF" for c in digits):
+        raise ConfigError("GATEWAY_SETTLER_KEY", "must be 0x followed by 64 hex digits")
+    if not 0 < int(digits, 16) < _SECP256K1_ORDER:
+        raise ConfigError("GATEWAY_SETTLER_KEY", "not a valid secp256k1 private key")
+    return "0x" + digits.lower()
 
 
 def _parse_chain(
@@ -332,11 +381,20 @@ def _parse_chain(
             raise ConfigError(f"{tbase}.address", f"not an address: {address!r}")
         if not reader.get_bool(f"{tbase}.enabled", default=True):
             continue
+        eip712_name = reader.get_str(f"{tbase}.eip712_name", default="") or None
+        eip712_version = reader.get_str(f"{tbase}.eip712_version", default="") or None
+        if (eip712_name is None) != (eip712_version is None):
+            raise ConfigError(
+                f"{tbase}.eip712_version" if eip712_version is None else f"{tbase}.eip712_name",
+                "eip712_name and eip712_version are set together or not at all",
+            )
         tokens[key.lower()] = TokenConfig(
             key=key.lower(),
             symbol=reader.get_str(f"{tbase}.symbol", default=key.upper()),
             address=checksum_address(address),
             decimals=reader.get_int(f"{tbase}.decimals", low=0, high=36),
+            eip712_name=eip712_name,
+            eip712_version=eip712_version,
         )
     if not tokens:
         raise ConfigError(f"{base}.tokens", "at least one enabled token is required")

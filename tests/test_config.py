@@ -83,6 +83,14 @@ def test_every_environment_override(tmp_path: Path) -> None:
         ({"pricing.price_usd_per_month": "-1"}, ENV, "pricing.price_usd_per_month"),
         ({}, {**ENV, "REDIS_URL": "http://redis"}, "REDIS_URL"),
         ({}, {**ENV, "GATEWAY_TRUSTED_PROXIES": "not-an-ip"}, "GATEWAY_TRUSTED_PROXIES"),
+        ({}, {**ENV, "GATEWAY_SETTLER_KEY": "0x1234"}, "GATEWAY_SETTLER_KEY"),
+        ({}, {**ENV, "GATEWAY_SETTLER_KEY": "0x" + "0" * 64}, "GATEWAY_SETTLER_KEY"),
+        ({}, {**ENV, "GATEWAY_SETTLER_KEY": "0x" + "f" * 64}, "GATEWAY_SETTLER_KEY"),
+        (
+            {"chains.base.tokens.usdc.eip712_version": ""},
+            ENV,
+            "chains.base.tokens.usdc.eip712_version",
+        ),
     ],
 )
 def test_invalid_values_name_their_key(
@@ -129,3 +137,17 @@ def test_serve_refuses_an_invalid_config_naming_the_key(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "chains.arbitrum.finality" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_settler_key_and_the_usdc_domain_are_read(tmp_path: Path) -> None:
+    key = "0x" + "ab" * 32
+    settings = load_settings(
+        DEFAULT_CONFIG_PATH,
+        {**ENV, "GATEWAY_SETTLER_KEY": key.upper()[:2].lower() + key[2:].upper()},
+    )
+    assert settings.settler_key == key
+    assert key not in repr(settings)
+    usdc = settings.chains["base"].tokens["usdc"]
+    assert (usdc.eip712_name, usdc.eip712_version, usdc.gasless) == ("USD Coin", "2", True)
+    assert not settings.chains["base"].tokens["usdt"].gasless
+    assert load_settings(DEFAULT_CONFIG_PATH, ENV).settler_key is None

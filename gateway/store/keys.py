@@ -47,6 +47,15 @@ class KeySpace:
         """Sorted set of ``chain_id:tx`` credited before finality; score = block number."""
         return f"{self.prefix}recheck"
 
+    def settlement(self, chain_id: int, token: str, payer: str, nonce_hex: str) -> str:
+        """Hash, permanent: one EIP-3009 authorization's settlement (claim holder, the signed
+        tx and its hash before it is sent, the tx that credits it, its state)."""
+        return f"{self.prefix}settle:{chain_id}:{token.lower()}:{payer.lower()}:{nonce_hex.lower()}"
+
+    def settler_nonce(self, chain_id: int, settler: str) -> str:
+        """The next account nonce the settler may sign with on a chain (shared by processes)."""
+        return f"{self.prefix}settler:{chain_id}:{settler.lower()}:nonce"
+
     # --- ledger --------------------------------------------------------------------------
     def balance(self, wallet: str) -> str:
         """Integer micro-USD balance."""

@@ -299,7 +299,13 @@ def test_contract_wallet_pays_through_execute_and_by_impersonation(
 def test_artifacts_hold_every_contract_compiled_with_the_pinned_solc() -> None:
     artifacts = load_artifacts()
     assert artifacts["_compiler"]["solc"].startswith("0.8.28+")
-    for name in ("TestToken", "TransferEmitter", "AlwaysValidWallet", "NeverValidWallet"):
+    for name in (
+        "TestToken",
+        "TestUsdc",
+        "TransferEmitter",
+        "AlwaysValidWallet",
+        "NeverValidWallet",
+    ):
         assert artifacts[name]["deployedBytecode"].startswith("0x")
         assert len(artifacts[name]["bytecode"]) > len(artifacts[name]["deployedBytecode"])
 

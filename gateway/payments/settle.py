@@ -1,0 +1,503 @@
+"""Gasless settlement: the gateway sends a payer's EIP-3009 authorization itself, pays the gas,
+and credits the payment by the pushed-payment rules (docs/PAYMENTS.md section 7).
+
+``Settler.settle`` runs, in this order, and nothing moves before the last check passes:
+
+1. the terms (``authorization.check_terms``): recipient is ``pay_to``, value covers the
+   quote, ``validAfter`` passed, ``validBefore`` leaves the settle margin; the token has an
+   EIP-712 domain configured;
+2. the signature: it recovers to ``from`` (account key, low s), or ``from`` is a contract whose
+   EIP-1271 ``isValidSignature`` accepts the digest; when the request is authenticated, ``from``
+   is that wallet;
+3. the claim on (chain, token, payer, nonce): one Lua step, permanent (``SettlementJournal``);
+4. on-chain: an authorization already used on-chain is looked up (its ``AuthorizationUsed``
+   log) and that tx is credited instead; otherwise the call is simulated from the settler
+   (a revert, e.g. missing funds, refuses it and releases the claim);
+5. the settlement tx is signed with a nonce handed out by Redis (shared by every process) and
+   recorded with its hash *before* it is sent; then sent, and its receipt awaited;
+6. the credit: ``PaymentService.accept`` with the payer as wallet and the tx that used the
+   authorization, i.e. the token's own Transfer log, finality policy and re-check, one ledger.
+
+Exactly once: a retry of the same authorization (after a crash, a timeout or a lost answer)
+finds the recorded tx and re-sends the same signed bytes if the chain does not know them,
+never a second transaction; the credit itself is once per tx (the payment claim). A claim
+held by a live request answers pending. The settler key pays gas only and never holds funds.
+
+Errors (``GatewayError``): ``PaymentRequired`` with ``reason`` (a ``Refusal``) when refused
+before anything was broadcast (``settlement: "refused"``), or with ``payment_status: pending``
+and ``Retry-After`` while a settlement is in flight (never a reason to sign a new payment);
+``Conflict`` when the authorization's payment was already credited; ``Unavailable`` when no
+RPC answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from eth_typing import HexStr
+
+from gateway.chains import FeeCaps, Receipt, Simulation
+from gateway.config import ChainConfig, Settings, TokenConfig
+from gateway.errors import PaymentRequired
+from gateway.headers import RETRY_AFTER
+from gateway.payments.authorization import (
+    Authorization,
+    Refusal,
+    check_terms,
+    digest,
+    recover_signer,
+    transfer_calldata,
+)
+from gateway.payments.service import PaymentCredited, PaymentService
+from gateway.store import Store
+from gateway.types import Clock, Wallet
+
+log = logging.getLogger("gateway.payments.settle")
+
+#: Gas limit headroom over the estimate, in percent.
+GAS_HEADROOM_PERCENT = 25
+RECEIPT_POLL_SECONDS = 0.1
+
+
+class SettlementChain(Protocol):
+    """What settling needs from a chain (``gateway.chains.ChainClient`` satisfies it)."""
+
+    async def get_code(self, address: str) -> bytes: ...
+
+    async def is_valid_digest_signature(
+        self, wallet: str, digest: bytes, signature: bytes
+    ) -> bool: ...
+
+    async def simulate(self, sender: str, to: str, data: bytes) -> Simulation: ...
+
+    async def pending_nonce(self, address: str) -> int: ...
+
+    async def fee_caps(self) -> FeeCaps: ...
+
+    async def send_raw_transaction(self, raw: bytes) -> str: ...
+
+    async def get_receipt(self, tx_hash: str) -> Receipt | None: ...
+
+    async def authorization_used(self, token: str, authorizer: str, nonce: bytes) -> bool: ...
+
+    async def authorization_used_tx(
+        self, token: str, authorizer: str, nonce: bytes, *, lookback_blocks: int
+    ) -> str | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """This request holds the claim and must settle (``holder`` identifies it)."""
+
+    holder: str
+
+
+@dataclass(frozen=True, slots=True)
+class Busy:
+    """Another live request holds the claim and has recorded no tx yet."""
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """A tx is recorded for this authorization: reconcile against it, never sign another."""
+
+    tx: str
+    raw: bytes  # empty for someone else's tx
+    credit_tx: str
+    state: str  # signed | foreign | settled | reverted
+
+
+ClaimResult = Claimed | Busy | Recorded
+
+
+class SettlementJournal:
+    """The settlement records in Redis, every change one Lua script (``store/lua``)."""
+
+    def __init__(self, store: Store, *, lease_seconds: int, clock: Clock) -> None:
+        self._store = store
+        self._keys = store.keys
+        self._lease_ms = lease_seconds * 1000
+        self._clock = clock
+
+    def _key(self, chain_id: int, token: TokenConfig, payer: str, nonce: bytes) -> str:
+        return self._keys.settlement(chain_id, token.address, payer, nonce.hex())
+
+    def _now_ms(self) -> int:
+        return int(self._clock() * 1000)
+
+    async def claim(
+        self, chain_id: int, token: TokenConfig, authorization: Authorization
+    ) -> ClaimResult:
+        holder = secrets.token_hex(8)
+        answer = await self._store.run(
+            "claim_settlement",
+            [self._key(chain_id, token, authorization.payer, authorization.nonce)],
+            [
+                holder,
+                self._now_ms(),
+                self._lease_ms,
+                authorization.payer,
+                token.address,
+                str(authorization.value),
+            ],
+        )
+        outcome = str(answer[0])
+        if outcome == "claimed":
+            return Claimed(holder)
+        if outcome == "busy":
+            return Busy()
+        tx, raw, credit_tx, state = (str(v) for v in answer[1:5])
+        return Recorded(
+            tx=tx, raw=bytes.fromhex(raw[2:]) if raw else b"", credit_tx=credit_tx, state=state
+        )
+
+    async def record(
+        self,
+        chain_id: int,
+        token: TokenConfig,
+        authorization: Authorization,
+        holder: str,
+        *,
+        tx: str,
+        raw: bytes,
+        settler_nonce: int | None,
+    ) -> bool:
+        """Record the tx before it is sent; False when the claim is no longer ours."""
+        recorded = await self._store.run(
+            "record_settlement",
+            [self._key(chain_id, token, authorization.payer, authorization.nonce)],
+            [
+                holder,
+                tx,
+                "0x" + raw.hex() if raw else "",
+                "" if settler_nonce is None else settler_nonce,
+                "signed" if raw else "foreign",
+                self._now_ms(),
+            ],
+        )
+        return bool(int(recorded))
+
+    async def release(
+        self, chain_id: int, token: TokenConfig, authorization: Authorization, holder: str
+    ) -> None:
+        await self._store.run(
+            "release_settlement",
+            [self._key(chain_id, token, authorization.payer, authorization.nonce)],
+            [holder],
+        )
+
+    async def finish(
+        self,
+        chain_id: int,
+        token: TokenConfig,
+        authorization: Authorization,
+        *,
+        state: str,
+        credit_tx: str,
+    ) -> None:
+        await self._store.run(
+            "finish_settlement",
+            [self._key(chain_id, token, authorization.payer, authorization.nonce)],
+            [state, credit_tx, self._now_ms()],
+        )
+
+    async def next_settler_nonce(self, chain_id: int, settler: str, chain_pending: int) -> int:
+        nonce = await self._store.run(
+            "next_settler_nonce", [self._keys.settler_nonce(chain_id, settler)], [chain_pending]
+        )
+        return int(nonce)
+
+    async def record_of(
+        self, chain_id: int, token: TokenConfig, authorization: Authorization
+    ) -> dict[str, str]:
+        """The stored record (operator reads and tests)."""
+        return await self._store.hash(
+            self._key(chain_id, token, authorization.payer, authorization.nonce)
+        )
+
+
+class Settler:
+    """Settles EIP-3009 authorizations with the ``GATEWAY_SETTLER_KEY`` account and credits
+    them through ``PaymentService``; see the module docstring for the order of steps."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        journal: SettlementJournal,
+        chains: Mapping[str, SettlementChain],
+        payments: PaymentService,
+        *,
+        clock: Clock,
+    ) -> None:
+        if settings.settler_key is None:
+            raise ValueError("Settler needs GATEWAY_SETTLER_KEY")
+        self._settings = settings
+        self._journal = journal
+        self._chains = chains
+        self._payments = payments
+        self._clock = clock
+        self._account: LocalAccount = Account.from_key(settings.settler_key)
+
+    @property
+    def address(self) -> str:
+        """The settler account's address (it pays the gas)."""
+        return str(self._account.address)
+
+    async def settle(
+        self,
+        authorization: Authorization,
+        *,
+        chain: ChainConfig,
+        token: TokenConfig,
+        min_units: int,
+        wallet: Wallet | None = None,
+    ) -> PaymentCredited:
+        """Verify, settle once and credit ``authorization`` (paying ``token`` on ``chain``,
+        at least ``min_units``); ``wallet``, when the request is authenticated, must be the
+        payer. Raises as the module docstring says."""
+        await self._verify(authorization, chain, token, min_units, wallet)
+        claim = await self._journal.claim(chain.chain_id, token, authorization)
+        if isinstance(claim, Busy):
+            raise self._pending("Payment settlement is in progress; retry with the same payment")
+        if isinstance(claim, Recorded):
+            return await self._reconcile(authorization, chain, token, claim)
+        recorded = await self._settle_claimed(authorization, chain, token, claim.holder)
+        return await self._reconcile(authorization, chain, token, recorded)
+
+    async def _verify(
+        self,
+        authorization: Authorization,
+        chain: ChainConfig,
+        token: TokenConfig,
+        min_units: int,
+        wallet: Wallet | None,
+    ) -> None:
+        if not token.gasless:
+            raise _refused(Refusal.TOKEN_NOT_GASLESS, f"{token.symbol} cannot be paid gasless")
+        refusal = check_terms(
+            authorization,
+            pay_to=chain.pay_to,
+            min_units=min_units,
+            now=int(self._clock()),
+            margin_seconds=self._settings.settle_margin_seconds,
+        )
+        if refusal is not None:
+            raise _refused(refusal, _terms_detail(refusal, chain, min_units, self._settings))
+        if wallet is not None and wallet.lower != authorization.payer.lower():
+            raise _refused(
+                Refusal.PAYER_MISMATCH,
+                "The authorization's payer is not the wallet that signed this request",
+            )
+        message_digest = digest(authorization, chain.chain_id, token)
+        if recover_signer(authorization, message_digest) == authorization.payer:
+            return
+        reader = self._chains[chain.name]
+        if await reader.get_code(authorization.payer) and await reader.is_valid_digest_signature(
+            authorization.payer, message_digest, authorization.signature
+        ):
+            return
+        raise _refused(
+            Refusal.BAD_SIGNATURE,
+            f"The signature is not {authorization.payer}'s over this authorization "
+            f"(EIP-712 domain {token.eip712_name!r} version {token.eip712_version!r}, "
+            f"chain {chain.chain_id}, token {token.address})",
+        )
+
+    async def _settle_claimed(
+        self, authorization: Authorization, chain: ChainConfig, token: TokenConfig, holder: str
+    ) -> Recorded:
+        """Steps 4 and 5 under our claim; the claim is released on every path that recorded
+        nothing."""
+        reader = self._chains[chain.name]
+        recorded = False
+        try:
+            if await reader.authorization_used(
+                token.address, authorization.payer, authorization.nonce
+            ):
+                foreign = await reader.authorization_used_tx(
+                    token.address,
+                    authorization.payer,
+                    authorization.nonce,
+                    lookback_blocks=self._settings.settle_log_lookback_blocks,
+                )
+                if foreign is None:  # cancelled, or used longer ago than we search
+                    raise _refused(
+                        Refusal.AUTHORIZATION_USED,
+                        "The authorization's nonce is already used or cancelled on-chain",
+                    )
+                recorded = await self._journal.record(
+                    chain.chain_id,
+                    token,
+                    authorization,
+                    holder,
+                    tx=foreign,
+                    raw=b"",
+                    settler_nonce=None,
+                )
+                if not recorded:
+                    raise self._pending(
+                        "Payment settlement is in progress; retry with the same payment"
+                    )
+                log.info(
+                    "authorization settled by someone else",
+                    extra={"chain": chain.name, "tx": foreign},
+                )
+                return Recorded(tx=foreign, raw=b"", credit_tx=foreign, state="foreign")
+
+            call = transfer_calldata(authorization)
+            simulation = await reader.simulate(self.address, token.address, call)
+            if simulation.gas is None:
+                reason = (simulation.revert_reason or "").lower()
+                if "balance" in reason:
+                    raise _refused(
+                        Refusal.INSUFFICIENT_FUNDS,
+                        f"{authorization.payer} does not hold {authorization.value} "
+                        f"{token.symbol} base units",
+                    )
+                raise _refused(
+                    Refusal.SIMULATION_FAILED,
+                    f"The settlement would revert: {simulation.revert_reason}",
+                )
+            fees = await reader.fee_caps()
+            nonce = await self._journal.next_settler_nonce(
+                chain.chain_id, self.address, await reader.pending_nonce(self.address)
+            )
+            signed = self._account.sign_transaction(
+                {
+                    "type": 2,
+                    "chainId": chain.chain_id,
+                    "nonce": nonce,
+                    "to": HexStr(token.address),
+                    "value": 0,
+                    "data": call,
+                    "gas": simulation.gas * (100 + GAS_HEADROOM_PERCENT) // 100,
+                    "maxFeePerGas": fees.max_fee_per_gas,
+                    "maxPriorityFeePerGas": fees.max_priority_fee_per_gas,
+                }
+            )
+            tx_hash = "0x" + bytes(signed.hash).hex()
+            raw = bytes(signed.raw_transaction)
+            recorded = await self._journal.record(
+                chain.chain_id,
+                token,
+                authorization,
+                holder,
+                tx=tx_hash,
+                raw=raw,
+                settler_nonce=nonce,
+            )
+            if not recorded:
+                # Our lease ran out and another request took the claim over; it settles.
+                raise self._pending(
+                    "Payment settlement is in progress; retry with the same payment"
+                )
+            log.info(
+                "settlement signed",
+                extra={"chain": chain.name, "tx": tx_hash, "settler_nonce": nonce},
+            )
+            return Recorded(tx=tx_hash, raw=raw, credit_tx=tx_hash, state="signed")
+        finally:
+            if not recorded:
+                await self._journal.release(chain.chain_id, token, authorization, holder)
+
+    async def _reconcile(
+        self, authorization: Authorization, chain: ChainConfig, token: TokenConfig, record: Recorded
+    ) -> PaymentCredited:
+        """Bring a recorded settlement to its credit: send the recorded bytes if the chain
+        has no receipt for them, wait for the receipt, then credit the tx that used the
+        authorization."""
+        if record.state == "reverted":
+            raise _refused(
+                Refusal.SETTLEMENT_REVERTED,
+                "The settlement of this authorization failed on-chain; sign a new one",
+            )
+        reader = self._chains[chain.name]
+        credit_tx = record.credit_tx or record.tx
+        if record.state == "signed":
+            receipt = await reader.get_receipt(record.tx)
+            if receipt is None:
+                await reader.send_raw_transaction(record.raw)
+                receipt = await self._await_receipt(reader, record.tx)
+            if receipt.status != 1:
+                credit_tx = await self._after_revert(authorization, chain, token, record.tx)
+            else:
+                await self._journal.finish(
+                    chain.chain_id, token, authorization, state="settled", credit_tx=record.tx
+                )
+        return await self._payments.accept(
+            Wallet(authorization.payer), tx=credit_tx, chain=chain.name, token=token.key
+        )
+
+    async def _after_revert(
+        self, authorization: Authorization, chain: ChainConfig, token: TokenConfig, tx: str
+    ) -> str:
+        """Our settlement reverted: someone used the authorization first (credit theirs), or
+        it is refused for good."""
+        reader = self._chains[chain.name]
+        foreign = None
+        if await reader.authorization_used(token.address, authorization.payer, authorization.nonce):
+            foreign = await reader.authorization_used_tx(
+                token.address,
+                authorization.payer,
+                authorization.nonce,
+                lookback_blocks=self._settings.settle_log_lookback_blocks,
+            )
+        if foreign is not None and foreign != tx:
+            await self._journal.finish(
+                chain.chain_id, token, authorization, state="foreign", credit_tx=foreign
+            )
+            return foreign
+        await self._journal.finish(
+            chain.chain_id, token, authorization, state="reverted", credit_tx=tx
+        )
+        raise _refused(
+            Refusal.SETTLEMENT_REVERTED,
+            f"The settlement transaction {tx} reverted; sign a new authorization",
+        )
+
+    async def _await_receipt(self, reader: SettlementChain, tx_hash: str) -> Receipt:
+        try:
+            async with asyncio.timeout(self._settings.settle_wait_seconds):
+                # The chain is polled: a JSON-RPC receipt has nothing to wait on.
+                while (receipt := await reader.get_receipt(tx_hash)) is None:  # noqa: ASYNC110
+                    await asyncio.sleep(RECEIPT_POLL_SECONDS)
+        except TimeoutError:
+            raise self._pending(
+                "Payment settlement sent, not yet mined; retry with the same payment", tx=tx_hash
+            ) from None
+        return receipt
+
+    def _pending(self, message: str, *, tx: str | None = None) -> PaymentRequired:
+        extra: dict[str, Any] = {} if tx is None else {"tx": tx}
+        return PaymentRequired(
+            message,
+            headers={RETRY_AFTER: str(self._settings.pending_retry_after_seconds)},
+            payment_status="pending",
+            code="settlement_pending",
+            **extra,
+        )
+
+
+def _refused(reason: Refusal, detail: str) -> PaymentRequired:
+    return PaymentRequired(
+        "Payment authorization refused", reason=reason.value, detail=detail, settlement="refused"
+    )
+
+
+def _terms_detail(reason: Refusal, chain: ChainConfig, min_units: int, settings: Settings) -> str:
+    return {
+        Refusal.WRONG_RECIPIENT: f"The authorization must pay {chain.pay_to} on {chain.name}",
+        Refusal.UNDERPAID: f"The authorization must be worth at least {min_units} base units",
+        Refusal.NOT_YET_VALID: "The authorization's validAfter has not passed",
+        Refusal.EXPIRED: (
+            "The authorization's validBefore must leave at least "
+            f"{settings.settle_margin_seconds} s to settle"
+        ),
+    }[reason]
