@@ -10,8 +10,8 @@ bash scripts/setup.sh
 echo "==> ruff"
 .venv/bin/ruff check gateway tests bench
 .venv/bin/ruff format --check gateway tests bench
-echo "==> mypy (strict, gateway/)"
-.venv/bin/mypy gateway
+echo "==> mypy (strict, gateway/ and devstack/)"
+.venv/bin/mypy
 echo "==> import-linter"
 .venv/bin/lint-imports
 echo "==> pytest"
