@@ -6,29 +6,14 @@
 -- ARGV[1] now ms, ARGV[2] request period ms, ARGV[3] request limit,
 -- ARGV[4] failure period ms, ARGV[5] failure limit
 -- Returns {allowed (1|0), retry_after_ms, bucket that refused ('' | 'request' | 'failure')}
+-- Both buckets step through gcra_hit (_gcra.lua).
 local now = tonumber(ARGV[1])
-
-local function take(key, period, limit)
-  local interval = period / limit
-  local tat = tonumber(redis.call('GET', key))
-  if tat == nil or tat < now then
-    tat = now
-  end
-  local new_tat = tat + interval
-  local allow_at = new_tat - period
-  if allow_at > now then
-    return math.ceil(allow_at - now)
-  end
-  redis.call('SET', key, tostring(new_tat), 'PX', math.ceil(new_tat - now) + 1)
-  return 0
-end
-
-local retry = take(KEYS[1], tonumber(ARGV[2]), tonumber(ARGV[3]))
-if retry > 0 then
+local allowed, retry = gcra_hit(KEYS[1], now, tonumber(ARGV[2]), tonumber(ARGV[3]))
+if allowed == 0 then
   return {0, retry, 'request'}
 end
-retry = take(KEYS[2], tonumber(ARGV[4]), tonumber(ARGV[5]))
-if retry > 0 then
+allowed, retry = gcra_hit(KEYS[2], now, tonumber(ARGV[4]), tonumber(ARGV[5]))
+if allowed == 0 then
   return {0, retry, 'failure'}
 end
 return {1, 0, ''}
