@@ -34,6 +34,21 @@ def creates(sim: CreateOSSimulator) -> list[str]:
     return [r.path for r in sim.requests if r.method == "POST" and r.path == "/v1/projects"]
 
 
+async def take_name_upstream(sim_url: str, name: str) -> None:
+    """Another CreateOS account (not through this gateway) creates a project named ``name``."""
+    async with httpx.AsyncClient(base_url=sim_url, headers={"X-Api-Key": "sim-other-key"}) as c:
+        created = await c.post(
+            "/v1/projects",
+            json={
+                "uniqueName": name,
+                "displayName": "Taken Elsewhere",
+                "type": "upload",
+                "settings": {"runtime": "build-ai", "useBuildAI": True},
+            },
+        )
+        assert created.status_code == 201
+
+
 async def test_paid_deploy_from_a_fresh_wallet_end_to_end(
     gw: Gateway,
     sim: CreateOSSimulator,
@@ -216,17 +231,7 @@ async def test_name_taken_by_another_wallet_is_409_before_payment(
 async def test_name_taken_upstream_is_409_before_payment(
     gw: Gateway, sim: CreateOSSimulator, sim_url: str, agent: LocalAccount
 ) -> None:
-    async with httpx.AsyncClient(base_url=sim_url, headers={"X-Api-Key": "sim-other-key"}) as c:
-        created = await c.post(
-            "/v1/projects",
-            json={
-                "uniqueName": "elsewhere",
-                "displayName": "Elsewhere",
-                "type": "upload",
-                "settings": {"runtime": "build-ai", "useBuildAI": True},
-            },
-        )
-        assert created.status_code == 201
+    await take_name_upstream(sim_url, "elsewhere")
     await gw.credit(agent.address, ONE_USD)
     response = await deploy(gw, agent, deploy_body("Elsewhere"))
     assert response.status_code == 409
@@ -242,17 +247,7 @@ async def test_name_taken_upstream_with_a_payment_leaves_the_tx_unclaimed(
 ) -> None:
     """The name check runs beside the payment's verification, but a taken name still moves
     no money: the verified payment is not credited and its tx stays claimable."""
-    async with httpx.AsyncClient(base_url=sim_url, headers={"X-Api-Key": "sim-other-key"}) as c:
-        created = await c.post(
-            "/v1/projects",
-            json={
-                "uniqueName": "taken-upstream",
-                "displayName": "Taken",
-                "type": "upload",
-                "settings": {"runtime": "build-ai", "useBuildAI": True},
-            },
-        )
-        assert created.status_code == 201
+    await take_name_upstream(sim_url, "taken-upstream")
     tx = pay(arbitrum, agent, 500_000)
     response = await deploy(gw, agent, deploy_body("taken-upstream"), X_Payment_Tx=tx)
     assert response.status_code == 409
