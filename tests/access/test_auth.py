@@ -167,9 +167,9 @@ async def test_eip1271_contract_wallet_accepted(
 ) -> None:
     arbitrum = chains["arbitrum"]
     wallet = arbitrum.deploy("AlwaysValidWallet")
-    async with running_gateway(make_settings(chains)) as gateway_gw:
+    async with running_gateway(make_settings(chains)) as running:
         # Any key signs; the contract on the default chain vouches for it.
-        gateway = gateway_gw.client
+        gateway = running.client
         response = await get(gateway, auth_headers(agent, address=wallet))
         assert response.status_code == 200, response.text
         assert response.json()["wallet"].lower() == wallet.lower()
@@ -179,8 +179,8 @@ async def test_eip1271_contract_wallet_rejected(
     make_settings, chains: dict[str, AnvilNode], agent: LocalAccount
 ) -> None:
     wallet = chains["arbitrum"].deploy("NeverValidWallet")
-    async with running_gateway(make_settings(chains)) as gateway_gw:
-        gateway = gateway_gw.client
+    async with running_gateway(make_settings(chains)) as running:
+        gateway = running.client
         response = await get(gateway, auth_headers(agent, address=wallet))
         assert response.status_code == 401
         assert response.json()["code"] == "bad_signature"
@@ -191,8 +191,8 @@ async def test_eip1271_only_on_the_default_chain(
 ) -> None:
     """A contract that vouches on base (not the default chain) does not authenticate."""
     wallet = chains["base"].deploy("AlwaysValidWallet")
-    async with running_gateway(make_settings(chains)) as gateway_gw:
-        gateway = gateway_gw.client
+    async with running_gateway(make_settings(chains)) as running:
+        gateway = running.client
         response = await get(gateway, auth_headers(agent, address=wallet))
         assert response.status_code == 401
 

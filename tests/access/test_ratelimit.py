@@ -31,8 +31,8 @@ async def test_429_after_30_requests_shared_by_two_app_instances(make_settings) 
 
 
 async def test_health_is_not_rate_limited(make_settings) -> None:
-    async with running_gateway(make_settings(rate_limit_requests=2)) as gateway_gw:
-        gateway = gateway_gw.client
+    async with running_gateway(make_settings(rate_limit_requests=2)) as running:
+        gateway = running.client
         for _ in range(5):
             assert (await gateway.get("/health")).status_code == 200
 
@@ -41,8 +41,8 @@ async def test_budget_refills_with_the_clock(make_settings) -> None:
     from devstack.clock import ManualClock
 
     clock = ManualClock()
-    async with running_gateway(make_settings(rate_limit_requests=30), clock=clock) as gateway_gw:
-        gateway = gateway_gw.client
+    async with running_gateway(make_settings(rate_limit_requests=30), clock=clock) as running:
+        gateway = running.client
         for _ in range(30):
             assert (await gateway.get("/agent/chains")).status_code == 200
         limited = await gateway.get("/agent/chains")
@@ -55,8 +55,8 @@ async def test_budget_refills_with_the_clock(make_settings) -> None:
 
 async def test_garbage_wallet_headers_share_one_bucket(make_settings) -> None:
     """Rotating malformed X-Wallet-Address values does not buy new budgets."""
-    async with running_gateway(make_settings(rate_limit_requests=3)) as gateway_gw:
-        gateway = gateway_gw.client
+    async with running_gateway(make_settings(rate_limit_requests=3)) as running:
+        gateway = running.client
         codes = [
             (
                 await gateway.get("/agent/chains", headers={"X-Wallet-Address": f"junk{i}"})
@@ -88,8 +88,8 @@ def test_client_ip(peer: str | None, xff: str | None, expected: str) -> None:
 async def test_forged_forwarded_for_from_untrusted_peer_does_not_reset_budget(
     make_settings,
 ) -> None:
-    async with running_gateway(make_settings(rate_limit_requests=2)) as gateway_gw:
-        gateway = gateway_gw.client
+    async with running_gateway(make_settings(rate_limit_requests=2)) as running:
+        gateway = running.client
         codes = [
             (
                 await gateway.get("/agent/chains", headers={"X-Forwarded-For": f"9.9.9.{i}"})
@@ -103,8 +103,8 @@ async def test_trusted_proxy_separates_clients(make_settings) -> None:
     trusted = (ipaddress.ip_network("127.0.0.1/32"),)
     async with running_gateway(
         make_settings(rate_limit_requests=2, trusted_proxies=trusted)
-    ) as gateway_gw:
-        gateway = gateway_gw.client
+    ) as running:
+        gateway = running.client
         codes = [
             (
                 await gateway.get("/agent/chains", headers={"X-Forwarded-For": f"9.9.9.{i}"})
@@ -124,8 +124,8 @@ async def test_authenticated_requests_share_the_budget_and_failures_count(
     from gateway.client.signing import auth_headers
 
     account = Account.create()
-    async with running_gateway(make_settings(chains, rate_limit_requests=6)) as gateway_gw:
-        gateway = gateway_gw.client
+    async with running_gateway(make_settings(chains, rate_limit_requests=6)) as running:
+        gateway = running.client
         ok = await gateway.get("/agent/credits", headers=auth_headers(account))
         assert ok.status_code == 200
         forged = auth_headers(Account.create(), address=account.address)

@@ -26,7 +26,7 @@ from gateway.config import ChainConfig, Settings, TokenConfig
 from gateway.errors import Conflict, PaymentRequired
 from gateway.payments.authorization import Authorization, transfer_calldata
 from gateway.payments.service import PaymentCredited
-from gateway.payments.settle import SettlementJournal, Settler
+from gateway.payments.settle import Busy, Claimed, Recorded, SettlementJournal, Settler
 from gateway.types import Wallet
 from tests.payment_support import assert_invariants, payment_settings, token_address
 from tests.support import PAY_TO, Gateway, SettingsFactory, running_gateway
@@ -586,16 +586,16 @@ async def test_claim_left_by_a_dead_holder_is_taken_over_and_the_old_holder_lock
         authorization = sign(payer, chains["arbitrum"])
         chain, token = chain_of(settings, "arbitrum")
         first = await journal.claim(chain.chain_id, token, authorization)
-        assert type(first).__name__ == "Claimed"
-        assert type(await journal.claim(chain.chain_id, token, authorization)).__name__ == "Busy"
+        assert isinstance(first, Claimed)
+        assert isinstance(await journal.claim(chain.chain_id, token, authorization), Busy)
         now[0] += 61
         second = await journal.claim(chain.chain_id, token, authorization)
-        assert type(second).__name__ == "Claimed"
+        assert isinstance(second, Claimed)
         assert not await journal.record(
             chain.chain_id,
             token,
             authorization,
-            first.holder,  # type: ignore[union-attr]
+            first.holder,
             tx="0x" + "11" * 32,
             raw=b"\x01",
             settler_nonce=0,
@@ -604,12 +604,12 @@ async def test_claim_left_by_a_dead_holder_is_taken_over_and_the_old_holder_lock
             chain.chain_id,
             token,
             authorization,
-            second.holder,  # type: ignore[union-attr]
+            second.holder,
             tx="0x" + "22" * 32,
             raw=b"\x02",
             settler_nonce=0,
         )
         now[0] += 10_000  # a recorded tx is never handed out again, however old
         again = await journal.claim(chain.chain_id, token, authorization)
-        assert type(again).__name__ == "Recorded"
-        assert again.tx == "0x" + "22" * 32 and again.raw == b"\x02"  # type: ignore[union-attr]
+        assert isinstance(again, Recorded)
+        assert again.tx == "0x" + "22" * 32 and again.raw == b"\x02"

@@ -25,8 +25,8 @@ async def test_wrong_method_is_json_405(gateway: httpx.AsyncClient) -> None:
 async def test_declared_oversized_body_gets_413_before_reading(make_settings) -> None:
     async with running_gateway(
         make_settings(max_body_bytes=2048, max_upload_bytes=1024)
-    ) as gateway_gw:
-        gateway = gateway_gw.client
+    ) as running:
+        gateway = running.client
         response = await gateway.post(
             "/agent/deploy", content=b"x" * 4096, headers={"content-type": "application/json"}
         )

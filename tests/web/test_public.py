@@ -42,8 +42,8 @@ async def test_ready_names_the_failing_chain(make_settings, chains: dict[str, An
             "base": type(base)(**{**_fields(base), "rpc_urls": (dead_url(),)}),
         }
     )
-    async with running_gateway(settings) as gateway_gw:
-        gateway = gateway_gw.client
+    async with running_gateway(settings) as running:
+        gateway = running.client
         response = await gateway.get("/health/ready")
     assert response.status_code == 503
     assert response.json()["failing"] == ["rpc:base"]
@@ -69,8 +69,8 @@ async def test_ready_names_a_token_that_is_not_what_the_config_says(
         changed = type(arbitrum)(**{**_fields(arbitrum), "tokens": tokens})
         async with running_gateway(
             settings.with_overrides(chains={**settings.chains, "arbitrum": changed})
-        ) as gateway_gw:
-            gateway = gateway_gw.client
+        ) as running:
+            gateway = running.client
             response = await gateway.get("/health/ready")
         assert response.status_code == 503
         assert response.json()["failing"] == ["rpc:arbitrum"]
@@ -106,8 +106,8 @@ async def test_disabled_token_is_not_listed(make_settings, chains: dict[str, Anv
     settings = settings.with_overrides(
         chains={**settings.chains, "base": type(base)(**{**_fields(base), "tokens": only_usdc})}
     )
-    async with running_gateway(settings) as gateway_gw:
-        gateway = gateway_gw.client
+    async with running_gateway(settings) as running:
+        gateway = running.client
         chains_body = (await gateway.get("/agent/chains")).json()["chains"]
     assert chains_body[1]["tokens"] == ["usdc"]
 
@@ -185,8 +185,8 @@ async def test_balance_fails_over_when_first_rpc_is_down(
             "arbitrum": type(arb)(**{**_fields(arb), "rpc_urls": (dead_url(), arbitrum.url)}),
         }
     )
-    async with running_gateway(settings) as gateway_gw:
-        gateway = gateway_gw.client
+    async with running_gateway(settings) as running:
+        gateway = running.client
         response = await gateway.get(f"/agent/balance/{holder}?chain=arbitrum")
     assert response.status_code == 200, response.text
     assert response.json()["balances"][0]["balance_raw"] == "5000000"
@@ -203,8 +203,8 @@ async def test_balance_503_when_every_rpc_is_down(
             "arbitrum": type(arb)(**{**_fields(arb), "rpc_urls": (dead_url(), dead_url())}),
         }
     )
-    async with running_gateway(settings) as gateway_gw:
-        gateway = gateway_gw.client
+    async with running_gateway(settings) as running:
+        gateway = running.client
         response = await gateway.get("/agent/balance/0x" + "11" * 20 + "?chain=arbitrum")
     assert response.status_code == 503
     assert "arbitrum" in response.json()["error"]
@@ -223,7 +223,7 @@ async def test_rpc_serving_the_wrong_chain_is_not_used(
             "arbitrum": type(arb)(**{**_fields(arb), "rpc_urls": (chains["base"].url,)}),
         }
     )
-    async with running_gateway(settings) as gateway_gw:
-        gateway = gateway_gw.client
+    async with running_gateway(settings) as running:
+        gateway = running.client
         response = await gateway.get("/agent/balance/0x" + "11" * 20 + "?chain=arbitrum")
     assert response.status_code == 503
