@@ -25,8 +25,10 @@ from gateway.errors import ConfigError, GatewayError
 from gateway.ledger import Ledger
 from gateway.logs import register_secret
 from gateway.metrics import GatewayMetrics
+from gateway.payments.gasless import GaslessPayments
 from gateway.payments.recheck import PaymentRechecker
 from gateway.payments.service import PaymentService
+from gateway.payments.settle import SettlementJournal, Settler
 from gateway.projects.metering import Metering
 from gateway.projects.reads import Projects
 from gateway.projects.records import NameClaims, Ownership
@@ -63,6 +65,7 @@ def create_app(
     metrics = GatewayMetrics()
     register_secret(settings.createos_api_key)  # never in a log line, whatever logs it
     register_secret(settings.admin_token)
+    register_secret(settings.settler_key)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -109,6 +112,16 @@ def create_app(
             after_credit=metering.on_credit,
             metrics=metrics,
         )
+        gasless = None
+        if settings.settler_key is not None:
+            settler = Settler(
+                settings,
+                SettlementJournal(store, lease_seconds=settings.settle_lease_seconds, clock=clock),
+                chain_readers,
+                payments,
+                clock=clock,
+            )
+            gasless = GaslessPayments(settings, store, settler, clock=clock)
         rechecker = PaymentRechecker(
             settings,
             ledger,
@@ -147,12 +160,14 @@ def create_app(
                 ownership=ownership,
                 clock=clock,
                 metrics=metrics,
+                gasless=gasless,
             ),
             projects=Projects(createos, ownership, NameClaims(store)),
             idempotency=Idempotency(store, pending_ttl_ms=deploy_lock_ttl_ms(settings)),
             metering=metering,
             audit=Audit(settings, ledger, ownership),
             metrics=metrics,
+            gasless=gasless,
         )
         recheck_loop = asyncio.create_task(
             rechecker.run_forever(settings.recheck_interval_seconds), name="payment-recheck"

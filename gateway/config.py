@@ -134,6 +134,11 @@ class Settings:
     #: Blocks searched back for an ``AuthorizationUsed`` log of an authorization someone else
     #: settled.
     settle_log_lookback_blocks: int = 50_000
+    #: How long a 402's MPP challenges stay valid, and the x402 ``maxTimeoutSeconds``.
+    challenge_ttl_seconds: int = 300
+    #: The gateway's public base URL (scheme://host[:port]) as agents reach it, for the x402
+    #: ``resource`` and the MPP ``realm``; None: taken from each request's Host.
+    public_url: str | None = None
     source: str = field(default="", compare=False)
 
     def chain(self, name: str) -> ChainConfig | None:
@@ -314,8 +319,27 @@ def parse_settings(raw: Mapping[str, Any], env: Mapping[str, str], *, source: st
         settle_log_lookback_blocks=reader.get_int(
             "settlement.log_lookback_blocks", default=50_000, low=1
         ),
+        challenge_ttl_seconds=reader.get_int(
+            "settlement.challenge_ttl_seconds", default=300, low=60, high=86_400
+        ),
+        public_url=_public_url(
+            env.get("GATEWAY_PUBLIC_URL") or reader.get_str("gateway.public_url", default="")
+        ),
         source=source,
     )
+
+
+def _public_url(value: str) -> str | None:
+    """``GATEWAY_PUBLIC_URL`` / ``server.public_url``: an absolute http(s) URL without path."""
+    text = value.strip().rstrip("/")
+    if not text:
+        return None
+    scheme, sep, rest = text.partition("://")
+    if scheme not in ("http", "https") or not sep or not rest or "/" in rest:
+        raise ConfigError(
+            "GATEWAY_PUBLIC_URL", f"must be http(s)://host[:port] with no path, got {value!r}"
+        )
+    return text
 
 
 _SECP256K1_ORDER = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141

@@ -295,6 +295,16 @@ class Settler:
                 Refusal.PAYER_MISMATCH,
                 "The authorization's payer is not the wallet that signed this request",
             )
+        await self.check_signature(authorization, chain, token)
+
+    async def check_signature(
+        self, authorization: Authorization, chain: ChainConfig, token: TokenConfig
+    ) -> None:
+        """The signature is the payer's: an account key's (recovered, low s), or a contract
+        wallet's EIP-1271 answer. Refused (402 ``bad_signature``) otherwise. This is what makes
+        the payer the wallet of a request that carries no wallet-signature headers."""
+        if not token.gasless:
+            raise _refused(Refusal.TOKEN_NOT_GASLESS, f"{token.symbol} cannot be paid gasless")
         message_digest = digest(authorization, chain.chain_id, token)
         if recover_signer(authorization, message_digest) == authorization.payer:
             return

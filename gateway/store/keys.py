@@ -52,6 +52,10 @@ class KeySpace:
         tx and its hash before it is sent, the tx that credits it, its state)."""
         return f"{self.prefix}settle:{chain_id}:{token.lower()}:{payer.lower()}:{nonce_hex.lower()}"
 
+    def challenge(self, challenge_id: str) -> str:
+        """An MPP challenge that was used: the payer who used it (expires after the challenge)."""
+        return f"{self.prefix}challenge:{challenge_id}"
+
     def settler_nonce(self, chain_id: int, settler: str) -> str:
         """The next account nonce the settler may sign with on a chain (shared by processes)."""
         return f"{self.prefix}settler:{chain_id}:{settler.lower()}:nonce"

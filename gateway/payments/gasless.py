@@ -1,0 +1,144 @@
+"""Protocol payments end to end (docs/PAYMENTS.md section 8): the offers a 402 carries, and a
+credential (MPP or x402) bound to this request, its payer authenticated, its challenge used
+once, then settled and credited by ``Settler``.
+
+Refusals are 402 ``PaymentRequired`` with ``reason`` and ``settlement: "refused"`` (nothing was
+broadcast), marked to carry fresh challenges for ``offer_micro``; a settlement in flight is a
+402 ``payment_status: pending`` that offers nothing (a fresh challenge would make a client
+sign a second payment).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from gateway.config import Settings
+from gateway.errors import PaymentRequired
+from gateway.headers import PAYMENT_REQUIRED, WWW_AUTHENTICATE
+from gateway.payments.protocols import (
+    BoundPayment,
+    Credential,
+    CredentialRefusal,
+    CredentialRefused,
+    RequestContext,
+    bind_mpp,
+    bind_x402,
+    challenge_secret,
+    gasless_offers,
+    payment_required_header,
+    www_authenticate,
+)
+from gateway.payments.service import PaymentCredited
+from gateway.payments.settle import Settler
+from gateway.store import Store
+from gateway.types import Clock, Wallet
+
+
+@dataclass(frozen=True, slots=True)
+class GaslessPaid:
+    """A protocol payment settled and credited by this request."""
+
+    payment: BoundPayment
+    credited: PaymentCredited
+
+
+class GaslessPayments:
+    def __init__(self, settings: Settings, store: Store, settler: Settler, *, clock: Clock) -> None:
+        if settings.settler_key is None:
+            raise ValueError("GaslessPayments needs GATEWAY_SETTLER_KEY")
+        self._settings = settings
+        self._store = store
+        self._settler = settler
+        self._clock = clock
+        self._secret = challenge_secret(settings.settler_key)
+
+    @property
+    def settler_address(self) -> str:
+        return self._settler.address
+
+    def offer_headers(
+        self, amount_micro: int, preferred_chain: str, context: RequestContext
+    ) -> Mapping[str, str]:
+        """``WWW-Authenticate`` (MPP) and ``PAYMENT-REQUIRED`` (x402) for this amount."""
+        offers = gasless_offers(self._settings, amount_micro, preferred_chain)
+        if not offers:
+            return {}
+        ttl = self._settings.challenge_ttl_seconds
+        return {
+            WWW_AUTHENTICATE: www_authenticate(
+                offers, context, self._secret, expires_at=self._clock() + ttl
+            ),
+            PAYMENT_REQUIRED: payment_required_header(offers, context, ttl),
+        }
+
+    def bind(
+        self,
+        credential: Credential,
+        context: RequestContext,
+        *,
+        amount_micro: int,
+        preferred_chain: str,
+    ) -> BoundPayment:
+        """The credential checked by its protocol's rules against this request's offers."""
+        try:
+            if credential.protocol == "mpp":
+                return bind_mpp(
+                    credential.value,
+                    self._settings,
+                    context,
+                    self._secret,
+                    min_micro=amount_micro,
+                    now=self._clock(),
+                )
+            return bind_x402(
+                credential.value,
+                self._settings,
+                context,
+                min_micro=amount_micro,
+                preferred_chain=preferred_chain,
+                max_timeout_seconds=self._settings.challenge_ttl_seconds,
+            )
+        except CredentialRefused as refused:
+            raise refusal(refused.reason.value, refused.detail) from None
+
+    async def payer(self, payment: BoundPayment) -> Wallet:
+        """The wallet of a request with no wallet-signature headers: the authorization's
+        ``from``, once its signature is proved to be that wallet's."""
+        await self._settler.check_signature(payment.authorization, payment.chain, payment.token)
+        return Wallet(payment.authorization.payer)
+
+    async def settle(self, payment: BoundPayment, wallet: Wallet) -> GaslessPaid:
+        """Use the challenge (MPP: once, by one payer), then settle and credit."""
+        if payment.challenge_id is not None:
+            await self._use_challenge(payment)
+        credited = await self._settler.settle(
+            payment.authorization,
+            chain=payment.chain,
+            token=payment.token,
+            min_units=payment.min_units,
+            wallet=wallet,
+        )
+        return GaslessPaid(payment, credited)
+
+    async def _use_challenge(self, payment: BoundPayment) -> None:
+        """A challenge pays once: the first payer to use it owns it. The same payer again is
+        a retry of the same payment (its nonce is the challenge's hash, so the settlement
+        record reconciles it); anyone else is refused."""
+        assert payment.challenge_id is not None
+        key = self._store.keys.challenge(payment.challenge_id)
+        payer = payment.authorization.payer.lower()
+        ttl_ms = (self._settings.challenge_ttl_seconds + 24 * 3600) * 1000
+        if await self._store.put_if_absent(key, payer, ttl_ms=ttl_ms):
+            return
+        if await self._store.get(key) != payer:
+            raise refusal(
+                CredentialRefusal.CHALLENGE_USED.value,
+                "This challenge has already been used by another payment",
+            )
+
+
+def refusal(reason: str, detail: str) -> PaymentRequired:
+    return PaymentRequired(
+        "Payment authorization refused", reason=reason, detail=detail, settlement="refused"
+    )
