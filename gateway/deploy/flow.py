@@ -267,11 +267,12 @@ class DeployFlow:
             self._settings, months=request.months, chain=payment.chain, token=payment.token
         )
         bound = self._bind(payment, quote)
-        if wallet is None:
-            if bound is None:
-                await self._check_name_free(None, name, None)
-                raise self._quote_for_anyone(quote)
-            wallet = await self._payer(bound, quote)
+        if wallet is None and bound is None:
+            await self._check_name_free(None, name, None)
+            raise self._quote_for_anyone(quote)
+        if bound is not None:
+            wallet = await self._payer(bound, wallet, quote)
+        assert wallet is not None
         async with self._locks.hold(wallet.address, name):
             attempt = await self._attempts.load(wallet.address, name)
             if attempt is not None and attempt.kind != "deploy":
@@ -314,11 +315,12 @@ class DeployFlow:
             self._settings, months=request.months, chain=payment.chain, token=payment.token
         )
         bound = self._bind(payment, quote)
-        if wallet is None:
-            if bound is None:
-                await self._ownership.require_project(project_id)
-                raise self._quote_for_anyone(quote)
-            wallet = await self._payer(bound, quote)
+        if wallet is None and bound is None:
+            await self._ownership.require_project(project_id)
+            raise self._quote_for_anyone(quote)
+        if bound is not None:
+            wallet = await self._payer(bound, wallet, quote)
+        assert wallet is not None
         record = await self._ownership.require_owner(project_id, wallet.address)
         name = record.unique_name
         async with self._locks.hold(wallet.address, name):
@@ -373,12 +375,19 @@ class DeployFlow:
         except PaymentRequired as refused:
             raise refused.offering(quote.amount_micro, quote.chain.name) from None
 
-    async def _payer(self, bound: BoundPayment, quote: Quote) -> Wallet:
+    async def _payer(self, bound: BoundPayment, wallet: Wallet | None, quote: Quote) -> Wallet:
+        """The request's wallet: ``wallet`` (the payer is checked to be it when settling) or,
+        without wallet headers, the payer once its signature is proved. The payer takes the
+        credential's challenge here, before the name check, so a challenge used by another
+        payer is refused whatever else is true of the request."""
         assert self._gasless is not None
         try:
-            return await self._gasless.payer(bound)
+            if wallet is None:
+                wallet = await self._gasless.payer(bound)
+            await self._gasless.use_challenge(bound)
         except PaymentRequired as refused:
             raise refused.offering(quote.amount_micro, quote.chain.name) from None
+        return wallet
 
     def _quote_for_anyone(self, quote: Quote) -> PaymentRequired:
         """The 402 for a request with neither wallet headers nor payment: the price, with the

@@ -109,9 +109,7 @@ class GaslessPayments:
         return Wallet(payment.authorization.payer)
 
     async def settle(self, payment: BoundPayment, wallet: Wallet) -> GaslessPaid:
-        """Use the challenge (MPP: once, by one payer), then settle and credit."""
-        if payment.challenge_id is not None:
-            await self._use_challenge(payment)
+        """Settle and credit (``use_challenge`` first)."""
         credited = await self._settler.settle(
             payment.authorization,
             chain=payment.chain,
@@ -121,11 +119,13 @@ class GaslessPayments:
         )
         return GaslessPaid(payment, credited)
 
-    async def _use_challenge(self, payment: BoundPayment) -> None:
-        """A challenge pays once: the first payer to use it owns it. The same payer again is
-        a retry of the same payment (its nonce is the challenge's hash, so the settlement
-        record reconciles it); anyone else is refused."""
-        assert payment.challenge_id is not None
+    async def use_challenge(self, payment: BoundPayment) -> None:
+        """An MPP challenge pays once: the first payer to use it owns it. The same payer again
+        is a retry of the same payment (its nonce is the challenge's hash, so the settlement
+        record reconciles it); anyone else is refused. x402 has no challenge: its random
+        nonce is claimed by the settlement itself."""
+        if payment.challenge_id is None:
+            return
         key = self._store.keys.challenge(payment.challenge_id)
         payer = payment.authorization.payer.lower()
         ttl_ms = (self._settings.challenge_ttl_seconds + 24 * 3600) * 1000

@@ -97,9 +97,7 @@ def payment_headers(headers: Headers, context: RequestContext | None = None) -> 
     )
 
 
-async def requester(
-    request: Request, svc: Services, payment: PaymentHeaders
-) -> Wallet | None:
+async def requester(request: Request, svc: Services, payment: PaymentHeaders) -> Wallet | None:
     """The authenticated wallet, or None when the gateway settles protocol payments and the
     request carries no wallet-signature header and either pays by protocol or pays nothing
     (it is then quoted). Without a settler key every paid route needs the wallet headers."""
