@@ -320,7 +320,7 @@ def parse_settings(raw: Mapping[str, Any], env: Mapping[str, str], *, source: st
             "settlement.log_lookback_blocks", default=50_000, low=1
         ),
         challenge_ttl_seconds=reader.get_int(
-            "settlement.challenge_ttl_seconds", default=300, low=60, high=86_400
+            "settlement.challenge_ttl_seconds", default=300, low=60, high=30 * 86_400
         ),
         public_url=_public_url(
             env.get("GATEWAY_PUBLIC_URL") or reader.get_str("gateway.public_url", default="")

@@ -79,6 +79,7 @@ def served_gateway(
     createos_url: str,
     rpc_urls: Mapping[str, str],
     changes: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> Iterator[GatewayProcess]:
     """``python -m gateway serve`` on config/local.toml with this test's Redis prefix,
     CreateOS URL and RPC URLs (``{"arbitrum": url, ...}``) and any other config ``changes``.
@@ -92,9 +93,9 @@ def served_gateway(
             **(changes or {}),
         },
     )
-    env = {"REDIS_URL": redis_url}
-    env.update({f"GATEWAY_RPC_{name.upper()}": url for name, url in rpc_urls.items()})
-    with GatewayProcess(config, env, workdir / "gateway.log") as gateway:
+    process_env = {"REDIS_URL": redis_url, **(env or {})}
+    process_env.update({f"GATEWAY_RPC_{name.upper()}": url for name, url in rpc_urls.items()})
+    with GatewayProcess(config, process_env, workdir / "gateway.log") as gateway:
         yield gateway
         assert gateway.process is not None and gateway.process.poll() is None, (
             f"the gateway process died: {gateway.log_path.read_text()[-2000:]}"

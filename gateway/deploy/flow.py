@@ -737,9 +737,13 @@ def _adoptable(project: Project | None) -> TypeGuard[Project]:
 
 
 def deploy_lock_ttl_ms(settings: Settings) -> int:
-    """Longer than the slowest deploy: payment verification, a few reads, one upload."""
+    """Longer than the slowest deploy: payment verification or settlement, a few reads, one
+    upload."""
     seconds = (
-        settings.verify_timeout_seconds
+        max(
+            settings.verify_timeout_seconds,
+            settings.settle_wait_seconds + 4 * settings.rpc_timeout_seconds,
+        )
         + settings.upstream_upload_timeout
         + 8 * (settings.upstream_connect_timeout + settings.upstream_read_timeout)
     )
