@@ -137,6 +137,31 @@ class GaslessPayments:
                 "This challenge has already been used by another payment",
             )
 
+    async def top_up(
+        self,
+        credential: Credential,
+        context: RequestContext,
+        wallet: Wallet | None,
+        *,
+        amount_micro: int,
+        preferred_chain: str,
+    ) -> GaslessPaid:
+        """A protocol payment credited without a deploy: bound to the top-up's offers for
+        ``amount_micro``, its payer the wallet (or proved to be it), settled and credited.
+        A refusal offers fresh challenges for the same amount."""
+        try:
+            payment = self.bind(
+                credential, context, amount_micro=amount_micro, preferred_chain=preferred_chain
+            )
+            if wallet is None:
+                wallet = await self.payer(payment)
+            await self.use_challenge(payment)
+            return await self.settle(payment, wallet)
+        except PaymentRequired as refused:
+            if refused.fields.get("settlement") == "refused":
+                raise refused.offering(amount_micro, preferred_chain) from None
+            raise
+
 
 def refusal(reason: str, detail: str) -> PaymentRequired:
     return PaymentRequired(

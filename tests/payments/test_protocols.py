@@ -564,3 +564,36 @@ async def test_bad_mpp_credential_is_refused_with_nothing_sent(
     assert settler_nonce(node) == nonce_before
     assert usdc_transfers(node, payer.address) == []
     assert await gw.balance(payer.address) == 0
+
+
+# --- top-ups ---------------------------------------------------------------------------------
+
+
+async def test_stock_x402_client_tops_up_the_amount_it_was_offered(
+    gw: Gateway, chains: dict[str, AnvilNode]
+) -> None:
+    node = chains["base"]
+    payer = gasless_payer(node)
+    quoted = await gw.client.post("/agent/credits/topup?amount_usd=2.5")
+    assert quoted.status_code == 402
+    assert quoted.json()["amount_usd"] == 2.5
+    required = json.loads(base64.b64decode(quoted.headers["PAYMENT-REQUIRED"]))
+    assert {a["amount"] for a in required["accepts"]} == {"2500000"}
+
+    client, _ = x402_client(gw, payer, chain="base")
+    async with client:
+        response = await client.post("/agent/credits/topup?amount_usd=2.5")
+    assert response.status_code == 200, response.text
+    credited = response.json()
+    assert credited["wallet"] == payer.address and credited["balance_usd"] == 2.5
+    assert credited["chain"] == "base"
+    assert json.loads(base64.b64decode(response.headers["PAYMENT-RESPONSE"]))["success"]
+    assert await gw.balance(payer.address) == 2_500_000
+    assert eth_balance(node, payer.address) == 0
+
+
+async def test_topup_amount_is_validated(gw: Gateway) -> None:
+    for amount in ("0", "-1", "abc", "1.0000001", "10000.01"):
+        response = await gw.client.post(f"/agent/credits/topup?amount_usd={amount}")
+        assert response.status_code == 400, amount
+        assert response.json()["field"] == "amount_usd"
