@@ -63,6 +63,7 @@ SIMULATOR_PORT = 8410
 SIMULATOR_KEY = "sim-test-key"  # config/local.toml's upstream.api_key
 DEMO_ACCOUNT = ANVIL_ACCOUNTS[1]  # public anvil key: local chains only
 SETTLER_ACCOUNT = ANVIL_ACCOUNTS[7]  # pays the gas of gasless payments (anvil's test ETH)
+RECEIPT_ACCOUNT = ANVIL_ACCOUNTS[6]  # signs every paid answer's receipt
 DEMO_FUNDS = 1_000 * 10**6  # 1,000 test tokens (6 decimals) of each kind on each chain
 INSTALL_HINT = (
     "anvil is not installed. Install it with `npm ci` in the project root "
@@ -156,6 +157,7 @@ class DevStack:
         for name, node in self.nodes.items():
             environ[f"GATEWAY_RPC_{name.upper()}"] = node.url
         environ["GATEWAY_SETTLER_KEY"] = SETTLER_ACCOUNT[1]
+        environ["GATEWAY_RECEIPT_KEY"] = RECEIPT_ACCOUNT[1]
         settings = load_settings(LOCAL_CONFIG, environ)
         gateway = ServerThread(
             create_app(settings), port=0 if self.any_ports else self.gateway_port

@@ -26,6 +26,7 @@ from gateway.ledger import Ledger
 from gateway.logs import register_secret
 from gateway.metrics import GatewayMetrics
 from gateway.payments.gasless import GaslessPayments
+from gateway.payments.receipts import ReceiptSigner
 from gateway.payments.recheck import PaymentRechecker
 from gateway.payments.service import PaymentService
 from gateway.payments.settle import SettlementJournal, Settler
@@ -66,6 +67,7 @@ def create_app(
     register_secret(settings.createos_api_key)  # never in a log line, whatever logs it
     register_secret(settings.admin_token)
     register_secret(settings.settler_key)
+    register_secret(settings.receipt_key)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -168,6 +170,7 @@ def create_app(
             audit=Audit(settings, ledger, ownership),
             metrics=metrics,
             gasless=gasless,
+            receipts=None if settings.receipt_key is None else ReceiptSigner(settings.receipt_key),
         )
         recheck_loop = asyncio.create_task(
             rechecker.run_forever(settings.recheck_interval_seconds), name="payment-recheck"

@@ -125,6 +125,9 @@ class Settings:
     #: 0x-hex private key of the account that sends EIP-3009 settlements (gas only, never
     #: customer money); None: no gasless payment is offered or accepted.
     settler_key: str | None = field(default=None, repr=False)
+    #: 0x-hex private key that signs the EIP-712 receipt of every paid answer (its address is
+    #: published at ``GET /agent/receipts``); None: answers carry no signed receipt.
+    receipt_key: str | None = field(default=None, repr=False)
     #: An authorization's ``validBefore`` must leave at least this long to settle.
     settle_margin_seconds: int = 30
     #: How long one request waits for a settlement receipt before answering pending.
@@ -308,7 +311,8 @@ def parse_settings(raw: Mapping[str, Any], env: Mapping[str, str], *, source: st
         ),
         metering_interval_seconds=reader.get_float("metering.interval_seconds", default=60.0),
         metering_lease_seconds=reader.get_int("metering.lease_seconds", default=120, low=5),
-        settler_key=_settler_key(env.get("GATEWAY_SETTLER_KEY")),
+        settler_key=_private_key("GATEWAY_SETTLER_KEY", env.get("GATEWAY_SETTLER_KEY")),
+        receipt_key=_private_key("GATEWAY_RECEIPT_KEY", env.get("GATEWAY_RECEIPT_KEY")),
         settle_margin_seconds=reader.get_int(
             "settlement.margin_seconds", default=30, low=1, high=3600
         ),
@@ -345,16 +349,17 @@ def _public_url(value: str) -> str | None:
 _SECP256K1_ORDER = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 
 
-def _settler_key(value: str | None) -> str | None:
-    """``GATEWAY_SETTLER_KEY``: None when unset or empty, else 0x and 64 hex digits."""
+def _private_key(name: str, value: str | None) -> str | None:
+    """A key from the environment (``GATEWAY_SETTLER_KEY``, ``GATEWAY_RECEIPT_KEY``): None
+    when unset or empty, else 0x and 64 hex digits."""
     if not value:
         return None
     text = value.strip()
     digits = text[2:] if text.lower().startswith("0x") else ""
     if len(digits) != 64 or any(c not in "0123456789abcdefABCDEF" for c in digits):
-        raise ConfigError("GATEWAY_SETTLER_KEY", "must be 0x followed by 64 hex digits")
+        raise ConfigError(name, "must be 0x followed by 64 hex digits")
     if not 0 < int(digits, 16) < _SECP256K1_ORDER:
-        raise ConfigError("GATEWAY_SETTLER_KEY", "not a valid secp256k1 private key")
+        raise ConfigError(name, "not a valid secp256k1 private key")
     return "0x" + digits.lower()
 
 

@@ -26,6 +26,8 @@ PAYMENT_SIGNATURE = "PAYMENT-SIGNATURE"
 PAYMENT_RESPONSE = "PAYMENT-RESPONSE"
 PAYMENT_RECEIPT = "Payment-Receipt"
 MPP_SCHEME = "Payment"
+# Our own EIP-712 receipt, on every paid answer (docs/PAYMENTS.md section 9).
+GATEWAY_RECEIPT = "Gateway-Receipt"
 IDEMPOTENT_REPLAYED = "Idempotent-Replayed"  # on an answer replayed for a repeated key
 
 # Request plumbing.

@@ -83,6 +83,7 @@ from gateway.client.models import (
     TopUp,
 )
 from gateway.client.payer import TokenPayer
+from gateway.client.receipts import GATEWAY_RECEIPT, ReceiptInvalid, verify_receipt
 from gateway.client.signing import auth_headers
 
 ProgressCallback = Callable[[Progress], None]
@@ -135,6 +136,7 @@ class AgentClient:
         if pay_with not in PAY_MODES:
             raise ValueError(f"pay_with must be one of {', '.join(PAY_MODES)}, not {pay_with!r}")
         self.pay_with = pay_with
+        self._receipt_key: dict[str, Any] | None = None  # GET /agent/receipts, once
         self.gateway_url = gateway_url.rstrip("/")
         self.account = account
         self.max_usd = max_usd
@@ -361,6 +363,7 @@ class AgentClient:
                 self._journal.remove(key)
                 if payment.credential is not None:
                     payment = self._settled(payment, answer)
+                payment = await self._receipted(payment, answer)
                 return _parsed(functools.partial(TopUp.from_wire, payment=payment), answer)
             if answer.status == 409 and answer.body.get("code") == "payment_already_processed":
                 self._journal.remove(key)
@@ -455,6 +458,8 @@ class AgentClient:
                 self._journal.remove(key)
                 if payment is not None and payment.credential is not None:
                     payment = self._settled(payment, answer)
+                if payment is not None:
+                    payment = await self._receipted(payment, answer)
                 replayed = answer.headers.get("idempotent-replayed") == "true"
                 started = _parsed(
                     functools.partial(DeployStarted.from_wire, payment=payment, replayed=replayed),
@@ -655,6 +660,24 @@ class AgentClient:
         if tx:
             self._report("confirmed", f"the gateway settled the authorization in {tx}", tx=tx)
         return replace(payment, tx_hash=tx)
+
+    async def _receipted(self, payment: Payment, answer: _Answer) -> Payment:
+        """The payment with the gateway's signed receipt, once verified (a receipt that does
+        not verify is reported and left out: the credit itself stands either way)."""
+        header = answer.headers.get(GATEWAY_RECEIPT)
+        if not header:
+            return payment
+        if self._receipt_key is None:
+            self._receipt_key = (await self._ok("GET", "/agent/receipts", signed=False)).body
+        try:
+            receipt = verify_receipt(
+                header, self._receipt_key, payer=self.account.address, tx=payment.tx_hash or None
+            )
+        except ReceiptInvalid as exc:
+            self._report("receipt", f"the gateway's receipt does not verify: {exc}")
+            return payment
+        self._report("receipt", f"receipt signed by {self._receipt_key.get('address')} verified")
+        return replace(payment, receipt=receipt, tx_hash=payment.tx_hash or str(receipt["tx"]))
 
     async def _token(self, chain: str, token: str) -> tuple[str, int]:
         """The token's contract address and decimals on ``chain``, as the gateway accepts it."""

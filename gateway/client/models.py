@@ -73,6 +73,8 @@ class Payment:
     tx_hash: str
     amount_token: int
     credential: str | None = None
+    #: The gateway's signed receipt of the credit, verified against its published key.
+    receipt: dict[str, Any] | None = None
 
     @property
     def label(self) -> str:

@@ -22,6 +22,7 @@ from gateway.web.payment import (
     protocol_receipts,
     request_context,
     requester,
+    signed_receipt,
 )
 from gateway.web.responses import json_response
 from gateway.web.services import authenticated, services
@@ -87,7 +88,7 @@ async def topup(request: Request) -> Response:
         credited = await svc.payments.accept(
             wallet, tx=payment.tx, chain=payment.chain, token=payment.token
         )
-        return _credited(wallet.address, credited, {})
+        return _credited(wallet.address, credited, signed_receipt(svc, wallet.address, credited))
     if svc.gasless is None:
         raise BadRequest(
             f"{PAYMENT_TX} header is required", code="missing_payment_tx", field=PAYMENT_TX
@@ -111,8 +112,10 @@ async def topup(request: Request) -> Response:
             amount_micro=amount_micro,
             preferred_chain=chain,
         )
+    payer = paid.payment.authorization.payer
     headers = protocol_receipts(paid.payment, paid.credited.tx_hash, svc.clock())
-    return _credited(paid.payment.authorization.payer, paid.credited, headers)
+    headers.update(signed_receipt(svc, payer, paid.credited))
+    return _credited(payer, paid.credited, headers)
 
 
 def _topup_amount(request: Request, settings: Settings) -> int:

@@ -122,5 +122,5 @@ async def _paid(request: Request, *, project_id: str | None) -> Response:
     else:
         response = await answer_once(request, svc, wallet.address, key, body.digest, run)
     if deployed:
-        response.headers.update(receipt_headers(deployed[0], timestamp=svc.clock()))
+        response.headers.update(receipt_headers(svc, deployed[0]))
     return response

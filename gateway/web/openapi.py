@@ -277,6 +277,22 @@ PATHS: dict[str, dict[str, Any]] = {
             (429,),
         )
     },
+    "/agent/receipts": {
+        "get": _op(
+            "The address that signs every paid answer's Gateway-Receipt (EIP-712)",
+            _json(
+                _obj(
+                    address={"type": ["string", "null"]},
+                    domain={"type": "object"},
+                    types={"type": "object"},
+                    primaryType=_STR,
+                    header=_STR,
+                ),
+                "Receipt key",
+            ),
+            (429,),
+        )
+    },
     "/agent/balance/{address}": {
         "get": _op(
             "On-chain balances of the accepted tokens",

@@ -25,6 +25,7 @@ from gateway.errors import BadRequest, PaymentRequired
 from gateway.headers import (
     AUTHORIZATION,
     CACHE_CONTROL,
+    GATEWAY_RECEIPT,
     MPP_SCHEME,
     NONCE,
     PAYMENT_CHAIN,
@@ -38,6 +39,7 @@ from gateway.headers import (
     USE_EXISTING_CREDITS,
     WALLET_ADDRESS,
 )
+from gateway.logs import current_request
 from gateway.payments.protocols import (
     BoundPayment,
     Credential,
@@ -45,6 +47,8 @@ from gateway.payments.protocols import (
     payment_receipt,
     payment_response,
 )
+from gateway.payments.receipts import Credit
+from gateway.payments.service import PaymentCredited
 from gateway.types import Wallet
 from gateway.web.services import Services, authenticated
 
@@ -120,14 +124,33 @@ def offering(svc: Services, context: RequestContext) -> Iterator[None]:
         raise
 
 
-def receipt_headers(deployed: Deployed, *, timestamp: float) -> Mapping[str, str]:
+def receipt_headers(svc: Services, deployed: Deployed) -> Mapping[str, str]:
     """The receipts of a paid answer (none for a deploy on credits alone)."""
     if deployed.credited is None:
         return {}
+    timestamp = svc.clock()
     headers = {CACHE_CONTROL: "private"}
     if deployed.gasless is not None:
         headers.update(protocol_receipts(deployed.gasless, deployed.credited.tx_hash, timestamp))
+    headers.update(signed_receipt(svc, deployed.wallet, deployed.credited))
     return headers
+
+
+def signed_receipt(svc: Services, payer: str, credited: PaymentCredited) -> dict[str, str]:
+    """Our EIP-712 receipt of ``credited`` (none without a receipt key)."""
+    if svc.receipts is None:
+        return {}
+    context = current_request()
+    credit = Credit(
+        chain_id=credited.chain_id,
+        tx=credited.tx_hash,
+        payer=payer,
+        credited_micro=credited.amount_micro,
+        balance_micro=credited.balance_micro,
+        request_id=context.request_id if context is not None else "",
+        issued_at=int(svc.clock()),
+    )
+    return {GATEWAY_RECEIPT: svc.receipts.header(credit)}
 
 
 def protocol_receipts(payment: BoundPayment, tx: str, timestamp: float) -> dict[str, str]:

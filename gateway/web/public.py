@@ -8,6 +8,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.errors import BadRequest, GatewayError
+from gateway.payments.receipts import published
 from gateway.types import checksum_address, format_token_amount, is_address
 from gateway.web.responses import json_response
 from gateway.web.services import services
@@ -45,6 +46,12 @@ async def ready(request: Request) -> Response:
     if failing:
         body["failing"] = failing
     return json_response(body, status=200 if not failing else 503)
+
+
+async def receipts(request: Request) -> Response:
+    """The address that signs every paid answer's ``Gateway-Receipt``, and its EIP-712 layout
+    (``address`` null when this gateway signs none)."""
+    return json_response(published(services(request).receipts))
 
 
 async def chains(request: Request) -> Response:

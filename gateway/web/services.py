@@ -18,6 +18,7 @@ from gateway.ledger import Ledger
 from gateway.logs import current_request
 from gateway.metrics import GatewayMetrics
 from gateway.payments.gasless import GaslessPayments
+from gateway.payments.receipts import ReceiptSigner
 from gateway.payments.recheck import PaymentRechecker
 from gateway.payments.service import PaymentService
 from gateway.projects.metering import Metering
@@ -50,6 +51,8 @@ class Services:
     metrics: GatewayMetrics
     #: Protocol (MPP, x402) payments settled gasless; None without a settler key.
     gasless: GaslessPayments | None = None
+    #: Signs the receipt of every paid answer; None without a receipt key.
+    receipts: ReceiptSigner | None = None
 
 
 def services(request: Request) -> Services:

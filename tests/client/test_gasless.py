@@ -27,6 +27,7 @@ from gateway.client.models import Progress
 from tests.client.conftest import ARBITRUM_USDC, ClientCrashed, LocalStack
 
 SETTLER_KEY = ANVIL_ACCOUNTS[7][1]
+RECEIPT_SIGNER, RECEIPT_KEY = ANVIL_ACCOUNTS[6]
 ARBITRUM_USDT = CANONICAL_TOKENS[42161]["usdt"]
 
 
@@ -42,7 +43,11 @@ def gasless(local_stack: LocalStack) -> Iterator[GatewayProcess]:
         local_stack.gateway.config,
         {"settlement.challenge_ttl_seconds": 600 + max(0, lead)},
     )
-    env = {**local_stack.gateway.env, "GATEWAY_SETTLER_KEY": SETTLER_KEY}
+    env = {
+        **local_stack.gateway.env,
+        "GATEWAY_SETTLER_KEY": SETTLER_KEY,
+        "GATEWAY_RECEIPT_KEY": RECEIPT_KEY,
+    }
     gateway = GatewayProcess(config, env, local_stack.workdir / "gasless.log").start()
     try:
         yield gateway
@@ -93,7 +98,11 @@ async def test_a_wallet_without_eth_deploys_and_tops_up_gasless(
     assert eth(local_stack, agent.address) == 0
     sent = [str(log["transactionHash"]) for log in local_stack.transfers_from(agent.address)]
     assert sent == [payment.tx_hash, topped.payment.tx_hash]
-    assert "paying" in stages and "confirmed" in stages
+    assert "paying" in stages and "confirmed" in stages and "receipt" in stages
+    # Both credits come with the gateway's signed receipt, verified by the client.
+    assert payment.receipt is not None and payment.receipt["tx"] == payment.tx_hash
+    assert topped.payment.receipt is not None
+    assert topped.payment.receipt["creditedMicroUsd"] == 1_500_000
 
 
 async def test_pay_with_transfer_and_usdt_send_the_token_and_gasless_refuses_usdt(

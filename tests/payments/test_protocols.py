@@ -25,6 +25,7 @@ from x402.mechanisms.evm.exact import ExactEvmClientScheme
 
 from devstack.anvil import ANVIL_ACCOUNTS, AnvilNode
 from devstack.simulator.server import CreateOSSimulator
+from gateway.client.receipts import ReceiptInvalid, verify_receipt
 from gateway.client.signing import auth_headers
 from gateway.config import Settings
 from gateway.payments.protocols import mpp_nonce
@@ -33,6 +34,7 @@ from tests.payment_support import CHAIN_IDS, assert_invariants, payment_settings
 from tests.support import PAY_TO, Gateway, SettingsFactory, running_gateway
 
 SETTLER, SETTLER_KEY = ANVIL_ACCOUNTS[7]
+RECEIPT_SIGNER, RECEIPT_KEY = ANVIL_ACCOUNTS[6]
 TRANSFER_TOPIC = "0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef"
 PRICE_UNITS = 500_000  # config/local.toml: 0.50 USD a month, USDC has 6 decimals
 STANDARD_BASE64 = re.compile(r"^[A-Za-z0-9+/]*={0,2}$")
@@ -54,6 +56,7 @@ def protocol_settings(
 ) -> Settings:
     values: dict[str, Any] = {
         "settler_key": SETTLER_KEY,
+        "receipt_key": RECEIPT_KEY,
         "createos_api_key": SIM_KEY,
         "challenge_ttl_seconds": 600 + chain_lead_seconds(chains),
     }
@@ -154,6 +157,15 @@ def x402_client(
         ),
         recording,
     )
+
+
+async def signed_receipt(
+    gateway: Gateway, response: httpx.Response, payer: str, tx: str | None
+) -> dict[str, Any]:
+    """The answer's Gateway-Receipt, verified against the key ``GET /agent/receipts`` names."""
+    published = (await gateway.client.get("/agent/receipts")).json()
+    assert published["address"] == RECEIPT_SIGNER
+    return verify_receipt(response.headers["Gateway-Receipt"], published, payer=payer, tx=tx)
 
 
 # --- the 402 speaks three dialects ---------------------------------------------------------
@@ -290,6 +302,10 @@ async def test_stock_x402_client_deploys_gasless_and_a_resent_payment_moves_noth
     assert receipt["status"] == "success" and receipt["method"] == "evm"
     assert receipt["reference"] == settled["transaction"]
     assert receipt["chainId"] == CHAIN_IDS[name]
+    signed = await signed_receipt(gw, response, payer.address, settled["transaction"])
+    assert signed["creditedMicroUsd"] == PRICE_UNITS and signed["balanceMicroUsd"] == PRICE_UNITS
+    assert signed["chainId"] == CHAIN_IDS[name]
+    assert signed["requestId"] == response.headers["X-Request-Id"]
 
     # Gasless: the payer spent no ETH, and exactly one USDC transfer reached pay_to.
     assert eth_balance(node, payer.address) == 0
@@ -588,6 +604,8 @@ async def test_stock_x402_client_tops_up_the_amount_it_was_offered(
     assert credited["wallet"] == payer.address and credited["balance_usd"] == 2.5
     assert credited["chain"] == "base"
     assert json.loads(base64.b64decode(response.headers["PAYMENT-RESPONSE"]))["success"]
+    signed = await signed_receipt(gw, response, payer.address, credited["tx"])
+    assert signed["creditedMicroUsd"] == 2_500_000
     assert await gw.balance(payer.address) == 2_500_000
     assert eth_balance(node, payer.address) == 0
 
@@ -597,3 +615,39 @@ async def test_topup_amount_is_validated(gw: Gateway) -> None:
         response = await gw.client.post(f"/agent/credits/topup?amount_usd={amount}")
         assert response.status_code == 400, amount
         assert response.json()["field"] == "amount_usd"
+
+
+# --- signed receipts on every paid answer ----------------------------------------------------
+
+
+async def test_a_pushed_payment_gets_a_signed_receipt_too_and_a_forgery_does_not_verify(
+    gw: Gateway, chains: dict[str, AnvilNode], sim: CreateOSSimulator
+) -> None:
+    from tests.payment_support import pay
+
+    payer = Account.create()
+    tx = pay(chains["arbitrum"], payer, PRICE_UNITS)
+    response = await gw.client.post(
+        "/agent/deploy", json=deploy_body("pushed-receipt"), headers=signed(payer, X_Payment_Tx=tx)
+    )
+    assert response.status_code == 200, response.text
+    assert response.headers["Cache-Control"] == "private"
+    assert "Payment-Receipt" not in response.headers  # no protocol was used
+    receipt = await signed_receipt(gw, response, payer.address, tx)
+    assert receipt["creditedMicroUsd"] == PRICE_UNITS
+
+    published = (await gw.client.get("/agent/receipts")).json()
+    with pytest.raises(ReceiptInvalid, match="not"):
+        verify_receipt(response.headers["Gateway-Receipt"], published, payer=SETTLER, tx=tx)
+    forged = {**published, "address": Account.create().address}
+    with pytest.raises(ReceiptInvalid, match="signed by"):
+        verify_receipt(response.headers["Gateway-Receipt"], forged, payer=payer.address, tx=tx)
+    # A deploy on credits alone carries no receipt: nothing was paid.
+    await gw.credit(payer.address, 10_000_000)
+    on_credits = await gw.client.post(
+        "/agent/deploy",
+        json=deploy_body("on-credits"),
+        headers=signed(payer, X_Use_Existing_Credits="true"),
+    )
+    assert on_credits.status_code == 200, on_credits.text
+    assert "Gateway-Receipt" not in on_credits.headers
