@@ -122,8 +122,9 @@ def create_app(
                 chain_readers,
                 payments,
                 clock=clock,
+                metrics=metrics,
             )
-            gasless = GaslessPayments(settings, store, settler, clock=clock)
+            gasless = GaslessPayments(settings, store, settler, clock=clock, metrics=metrics)
         rechecker = PaymentRechecker(
             settings,
             ledger,
@@ -178,10 +179,17 @@ def create_app(
         metering_loop = asyncio.create_task(
             metering.run_forever(settings.metering_interval_seconds), name="metering"
         )
+        loops = [metering_loop, recheck_loop]
+        if gasless is not None:
+            loops.append(
+                asyncio.create_task(
+                    gasless.watch_gas(settings.settle_gas_check_seconds), name="settler-gas"
+                )
+            )
         try:
             yield
         finally:
-            for loop in (metering_loop, recheck_loop):
+            for loop in loops:
                 loop.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await loop

@@ -87,6 +87,7 @@ class Receipt:
     block_hash: str  # lowercase 0x hex
     logs: tuple[TransferLog, ...]
     endpoint: int  # index of the URL that answered, for follow-up reads
+    gas_cost_wei: int = 0  # gasUsed x effectiveGasPrice: what the sender paid in gas
 
 
 @dataclass(frozen=True, slots=True)
@@ -469,6 +470,13 @@ class ChainClient:
         result, _ = await self.call(estimate, operation="simulate")
         return result
 
+    async def eth_balance(self, address: str) -> int:
+        """The account's native balance (wei) at the latest block."""
+        balance, _ = await self.call(
+            lambda w3: w3.eth.get_balance(to_checksum_address(address)), operation="eth_balance"
+        )
+        return int(balance)
+
     async def pending_nonce(self, address: str) -> int:
         """The account's next nonce counting its pending transactions."""
         count, _ = await self.call(
@@ -682,4 +690,12 @@ def _to_receipt(tx_hash: str, raw: Mapping[str, Any], endpoint: int, *, max_logs
         block_hash=_hex(raw["blockHash"]),
         logs=logs,
         endpoint=endpoint,
+        gas_cost_wei=_int_or_zero(raw.get("gasUsed")) * _int_or_zero(raw.get("effectiveGasPrice")),
     )
+
+
+def _int_or_zero(value: Any) -> int:
+    try:
+        return int(value or 0)
+    except (TypeError, ValueError):
+        return 0

@@ -12,6 +12,7 @@ import ipaddress
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
@@ -134,6 +135,11 @@ class Settings:
     settle_wait_seconds: float = 20.0
     #: A settlement claim whose holder died before recording a tx is taken over after this.
     settle_lease_seconds: int = 60
+    #: Below this native balance (wei) on a chain, the settler is "low": readiness says
+    #: degraded and that chain's gasless offers are withdrawn until it is funded.
+    settle_min_gas_wei: int = 500_000_000_000_000  # 0.0005 ETH
+    #: How often the settler's gas balances are read, in seconds.
+    settle_gas_check_seconds: float = 60.0
     #: Blocks searched back for an ``AuthorizationUsed`` log of an authorization someone else
     #: settled.
     settle_log_lookback_blocks: int = 50_000
@@ -323,6 +329,10 @@ def parse_settings(raw: Mapping[str, Any], env: Mapping[str, str], *, source: st
         settle_log_lookback_blocks=reader.get_int(
             "settlement.log_lookback_blocks", default=50_000, low=1
         ),
+        settle_min_gas_wei=_eth_to_wei(
+            reader.get_str("settlement.min_gas_eth", default="0.0005"), "settlement.min_gas_eth"
+        ),
+        settle_gas_check_seconds=reader.get_float("settlement.gas_check_seconds", default=60.0),
         challenge_ttl_seconds=reader.get_int(
             "settlement.challenge_ttl_seconds", default=300, low=60, high=30 * 86_400
         ),
@@ -331,6 +341,18 @@ def parse_settings(raw: Mapping[str, Any], env: Mapping[str, str], *, source: st
         ),
         source=source,
     )
+
+
+def _eth_to_wei(value: str, key: str) -> int:
+    try:
+        wei = Decimal(value.strip()) * 10**18
+    except InvalidOperation:
+        wei = Decimal(-1)
+    if wei < 0 or wei != wei.to_integral_value():
+        raise ConfigError(
+            key, f"must be a non-negative ETH amount (at most 18 decimals), got {value!r}"
+        )
+    return int(wei)
 
 
 def _public_url(value: str) -> str | None:

@@ -10,13 +10,17 @@ sign a second payment).
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from gateway.config import Settings
-from gateway.errors import PaymentRequired
+from gateway.errors import GatewayError, PaymentRequired
 from gateway.headers import PAYMENT_REQUIRED, WWW_AUTHENTICATE
+from gateway.metrics import GatewayMetrics
 from gateway.payments.protocols import (
+    GASLESS_TOKEN,
     BoundPayment,
     Credential,
     CredentialRefusal,
@@ -34,6 +38,8 @@ from gateway.payments.settle import Settler
 from gateway.store import Store
 from gateway.types import Clock, Wallet
 
+log = logging.getLogger("gateway.payments.gasless")
+
 
 @dataclass(frozen=True, slots=True)
 class GaslessPaid:
@@ -44,9 +50,19 @@ class GaslessPaid:
 
 
 class GaslessPayments:
-    def __init__(self, settings: Settings, store: Store, settler: Settler, *, clock: Clock) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        settler: Settler,
+        *,
+        clock: Clock,
+        metrics: GatewayMetrics | None = None,
+    ) -> None:
         if settings.settler_key is None:
             raise ValueError("GaslessPayments needs GATEWAY_SETTLER_KEY")
+        self._metrics = metrics or GatewayMetrics()
+        self._low_gas: set[str] = set()  # chains where the settler cannot pay gas
         self._settings = settings
         self._store = store
         self._settler = settler
@@ -57,11 +73,50 @@ class GaslessPayments:
     def settler_address(self) -> str:
         return self._settler.address
 
+    async def refresh_gas(self) -> dict[str, str]:
+        """Read the settler's gas balance on every chain it settles on: a chain below
+        ``settle_min_gas_wei`` (or whose RPC does not answer) is offered no gasless payment
+        until a later read finds it funded. Returns each chain's state for readiness."""
+        states: dict[str, str] = {}
+        low: set[str] = set()
+        floor = self._settings.settle_min_gas_wei
+        for chain in self._settings.chains.values():
+            token = chain.token(GASLESS_TOKEN)
+            if token is None or not token.gasless:
+                continue
+            try:
+                wei = await self._settler.gas_balance(chain)
+            except GatewayError as exc:
+                low.add(chain.name)
+                states[chain.name] = f"unknown: {exc.public}"
+                continue
+            self._metrics.settler_balance(chain.name, wei)
+            if wei < floor:
+                low.add(chain.name)
+                states[chain.name] = f"low: {wei} wei, below the floor of {floor}"
+            else:
+                states[chain.name] = "ok"
+        self._low_gas = low
+        return states
+
+    async def watch_gas(self, interval_seconds: float) -> None:
+        """``refresh_gas`` every ``interval_seconds``, forever (the app runs it)."""
+        while True:
+            try:
+                await self.refresh_gas()
+            except Exception:  # a broken read must not stop the watch
+                log.exception("settler gas check failed")
+            await asyncio.sleep(interval_seconds)
+
     def offer_headers(
         self, amount_micro: int, preferred_chain: str, context: RequestContext
     ) -> Mapping[str, str]:
         """``WWW-Authenticate`` (MPP) and ``PAYMENT-REQUIRED`` (x402) for this amount."""
-        offers = gasless_offers(self._settings, amount_micro, preferred_chain)
+        offers = [
+            offer
+            for offer in gasless_offers(self._settings, amount_micro, preferred_chain)
+            if offer.chain.name not in self._low_gas
+        ]
         if not offers:
             return {}
         ttl = self._settings.challenge_ttl_seconds

@@ -45,6 +45,17 @@ async def ready(request: Request) -> Response:
     body: dict[str, object] = {"status": "ok" if not failing else "unavailable", "checks": checks}
     if failing:
         body["failing"] = failing
+    if svc.gasless is not None:
+        # The settler's gas: short of it, gasless offers stop on that chain, pushed payments
+        # go on, so the gateway is degraded, not down.
+        gas = await svc.gasless.refresh_gas()
+        checks.update({f"settler:{name}": state for name, state in gas.items()})
+        body["settler"] = svc.gasless.settler_address
+        degraded = sorted(f"settler:{n}" for n, state in gas.items() if state != "ok")
+        if degraded:
+            body["degraded"] = degraded
+            if not failing:
+                body["status"] = "degraded"
     return json_response(body, status=200 if not failing else 503)
 
 

@@ -651,3 +651,65 @@ async def test_a_pushed_payment_gets_a_signed_receipt_too_and_a_forgery_does_not
     )
     assert on_credits.status_code == 200, on_credits.text
     assert "Gateway-Receipt" not in on_credits.headers
+
+
+# --- the settler's gas -----------------------------------------------------------------------
+
+
+async def test_settler_gas_is_reported_recorded_per_payment_and_offers_stop_without_it(
+    gw: Gateway, chains: dict[str, AnvilNode], sim: CreateOSSimulator
+) -> None:
+    from tests.support import metric_value
+
+    ready = (await gw.client.get("/health/ready")).json()
+    assert ready["status"] == "ok" and ready["settler"] == SETTLER
+    assert ready["checks"]["settler:arbitrum"] == "ok"
+
+    node = chains["arbitrum"]
+    payer = gasless_payer(node)
+    client, _ = x402_client(gw, payer)
+    async with client:
+        paid = await client.post("/agent/deploy", json=deploy_body("gas-costed"))
+    assert paid.status_code == 200, paid.text
+    tx = json.loads(base64.b64decode(paid.headers["PAYMENT-RESPONSE"]))["transaction"]
+    receipt = node.rpc("eth_getTransactionReceipt", [tx])
+    cost = int(receipt["gasUsed"], 16) * int(receipt["effectiveGasPrice"], 16)
+    records = [
+        await gw.services.store.hash(key)
+        for key in await raw_keys(gw, "settle:42161:*" + payer.address[2:].lower() + "*")
+    ]
+    assert [r["gas_wei"] for r in records] == [str(cost)]
+    metrics = (await gw.client.get("/metrics")).text
+    assert metric_value(metrics, 'gateway_settlement_gas_wei_total{chain="arbitrum"}') == cost
+    assert (
+        metric_value(metrics, 'gateway_settlements_total{chain="arbitrum",outcome="settled"}') == 1
+    )
+
+    # The settler runs dry on Arbitrum: readiness degrades (still 200: pushed payments go on)
+    # and Arbitrum's gasless offers are withdrawn; Base's stay.
+    node.set_balance(SETTLER, 10**9)
+    low = await gw.client.get("/health/ready")
+    assert low.status_code == 200
+    assert low.json()["status"] == "degraded"
+    assert low.json()["degraded"] == ["settler:arbitrum"]
+    assert low.json()["checks"]["settler:arbitrum"].startswith("low: 1000000000 wei")
+    quote = await gw.client.post("/agent/deploy", json=deploy_body("dry-settler"))
+    required = json.loads(base64.b64decode(quote.headers["PAYMENT-REQUIRED"]))
+    assert [a["network"] for a in required["accepts"]] == ["eip155:8453"]
+    assert len(challenges(quote.headers["WWW-Authenticate"])) == 1
+    node.set_balance(SETTLER, 10**21)
+    assert gw.services.gasless is not None
+    await gw.services.gasless.refresh_gas()  # the watch would, within settle_gas_check_seconds
+    quote = await gw.client.post("/agent/deploy", json=deploy_body("wet-settler"))
+    required = json.loads(base64.b64decode(quote.headers["PAYMENT-REQUIRED"]))
+    assert len(required["accepts"]) == 2
+
+
+async def raw_keys(gateway: Gateway, pattern: str) -> list[str]:
+    from tests.support import raw_redis
+
+    redis = raw_redis(gateway.services.store)
+    prefix = gateway.settings.redis_key_prefix
+    return [
+        k.decode() if isinstance(k, bytes) else k async for k in redis.scan_iter(prefix + pattern)
+    ]
