@@ -558,7 +558,8 @@ class AgentClient:
             reason = answer.body.get("reason")
             detail = answer.body.get("detail") or "no detail given"
             raise PaymentRejected(
-                f"the gateway rejected {payment.label} on {payment.chain} "
+                f"the gateway rejected {'' if payment.credential else 'payment '}"
+                f"{payment.label} on {payment.chain} "
                 f"({reason or 'no reason given'}): {detail}; nothing more was paid",
                 payment.tx_hash,
                 reason if isinstance(reason, str) else None,
