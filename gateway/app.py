@@ -26,11 +26,13 @@ from gateway.ledger import Ledger
 from gateway.logs import register_secret
 from gateway.metrics import GatewayMetrics
 from gateway.payments.recheck import PaymentRechecker
+from gateway.payments.reconcile import Reconciler, reconciling_payments
 from gateway.payments.service import PaymentService
 from gateway.projects.metering import Metering
 from gateway.projects.reads import Projects
 from gateway.projects.records import NameClaims, Ownership
 from gateway.store import connect_store
+from gateway.store.archive import FileArchive
 from gateway.types import Clock, system_clock
 from gateway.upstream import CreateOSClient
 from gateway.web.middleware import (
@@ -118,6 +120,28 @@ def create_app(
             on_negative_balance=metering.on_negative_balance,
             metrics=metrics,
         )
+        reconciler = Reconciler(
+            settings,
+            store,
+            ledger,
+            reconciling_payments(
+                settings,
+                ledger,
+                chain_readers,
+                clock=clock,
+                after_credit=metering.on_credit,
+                metrics=metrics,
+            ),
+            chain_readers,
+            ownership,
+            NameClaims(store),
+            createos,
+            FileArchive(settings.ledger_archive_dir),
+            clock=clock,
+            metrics=metrics,
+            on_negative_balance=metering.on_negative_balance,
+        )
+        app.state.reconciler = reconciler
         app.state.services = Services(
             settings=settings,
             store=store,
@@ -160,10 +184,13 @@ def create_app(
         metering_loop = asyncio.create_task(
             metering.run_forever(settings.metering_interval_seconds), name="metering"
         )
+        loops = [metering_loop, recheck_loop]
+        if settings.reconcile.enabled:
+            loops.append(asyncio.create_task(reconciler.run_forever(), name="reconcile"))
         try:
             yield
         finally:
-            for loop in (metering_loop, recheck_loop):
+            for loop in loops:
                 loop.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await loop
