@@ -194,6 +194,11 @@ class GatewayMetrics:
         )
         for event in RECONCILE_EVENTS:
             self.reconcile_events.labels(event)
+        self.reconcile_passes = Counter(
+            "gateway_reconcile_passes_total",
+            "Reconciliation passes this process ran (only the lease holder runs them)",
+            registry=r,
+        )
 
     # --- payment funnel ---------------------------------------------------------------------
 
@@ -245,6 +250,9 @@ class GatewayMetrics:
     def metering_run(self, outcome: str) -> None:
         """For the metering loop: one round finished with ``outcome`` (a short code)."""
         self.metering_runs.labels(label(outcome)).inc()
+
+    def reconcile_pass(self) -> None:
+        self.reconcile_passes.inc()
 
     def reconciled(self, event: str, count: int = 1) -> None:
         """For the reconciler: ``count`` events of one of ``RECONCILE_EVENTS``."""

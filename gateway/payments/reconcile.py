@@ -41,6 +41,7 @@ RPC and CreateOS work.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -198,6 +199,7 @@ class Reconciler:
 
     def _count(self, report: ReconcileReport) -> None:
         m = self._metrics
+        m.reconcile_pass()
         m.reconciled("found", report.found)
         m.reconciled("credited", len(report.credited))
         m.reconciled("reversed", len(report.reversed))
@@ -442,7 +444,7 @@ class Reconciler:
         )
         log.warning(
             "reconciler adopted a project",
-            extra={"project": project.id, "wallet": owner, "name": project.unique_name},
+            extra={"project": project.id, "wallet": owner, "unique_name": project.unique_name},
         )
 
     # --- 5. compact ledgers ----------------------------------------------------------------
@@ -462,7 +464,7 @@ class Reconciler:
 
     async def run_forever(self) -> None:
         """``run_once`` every ``reconcile.interval_seconds`` in the lease holder (3 intervals
-        long, at least 30 s). Runs until cancelled."""
+        long, at least 30 s), the first after one interval. Runs until cancelled."""
         interval = self._config.interval_seconds
 
         async def one_pass() -> None:
@@ -476,6 +478,9 @@ class Reconciler:
                     len(report.unowned),
                 )
 
+        # The first pass waits one interval: a process starting up serves first, and a
+        # short-lived one (a test, a one-off command) never scans.
+        await asyncio.sleep(interval)
         await lead_forever(
             self._store,
             self._keys.reconcile_lease(),

@@ -1,0 +1,308 @@
+"""docs/PAYMENTS.md section 7: the reconciler against real anvil chains, a real Redis and the
+CreateOS simulator over HTTP.
+
+- a payment sent with no request at all is credited to its sender, once (passes repeated, the
+  agent's own submission afterwards a 409);
+- a credit with no on-chain transfer is reversed with a ledger entry saying so, a real one kept;
+- a project created upstream whose record was lost is adopted (recorded, metered, one ledger
+  entry), one no wallet holds the name of is reported;
+- scanning resumes from the checkpoint in Redis, in a new process too;
+- of two gateways running the loop, one reconciles (the lease).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import itertools
+from pathlib import Path
+from typing import Any
+
+from devstack.anvil import AnvilNode
+from devstack.simulator.server import CreateOSSimulator
+from gateway.config import Settings
+from gateway.payments.reconcile import CREDIT_REASON, Reconciler
+from gateway.upstream import CreateOSClient
+from tests.deploy_support import SIM_KEY, deploy, deploy_body
+from tests.payment_support import ARBITRUM, assert_invariants, new_payer, pay, topup
+from tests.support import (
+    USDC,
+    Gateway,
+    SettingsFactory,
+    metric_value,
+    raw_redis,
+    running_gateway,
+)
+
+PASSES = "gateway_reconcile_passes_total"
+
+
+def reconcile_settings(
+    make_settings: SettingsFactory, chains: dict[str, AnvilNode], tmp_path: Path, **knobs: Any
+) -> Settings:
+    """The reconciler acting at once (no grace periods), starting at the head, loop off."""
+    base = make_settings(chains, createos_api_key=SIM_KEY, rate_limit_requests=10_000)
+    values: dict[str, Any] = {
+        "enabled": False,
+        "credit_after_seconds": 0,
+        "adopt_after_seconds": 0,
+        "lookback_blocks": 0,
+    }
+    values.update(knobs)
+    return base.with_overrides(
+        reconcile=dataclasses.replace(base.reconcile, **values),
+        ledger_archive_dir=tmp_path / "archive",
+    )
+
+
+def reconciler_of(gateway: Gateway) -> Reconciler:
+    reconciler: Reconciler = gateway.app.state.reconciler
+    return reconciler
+
+
+async def test_a_payment_nobody_claimed_is_credited_to_its_sender_once(
+    make_settings: SettingsFactory,
+    chains: dict[str, AnvilNode],
+    sim: CreateOSSimulator,
+    tmp_path: Path,
+) -> None:
+    settings = reconcile_settings(make_settings, chains, tmp_path)
+    async with running_gateway(settings) as gateway:
+        reconciler = reconciler_of(gateway)
+        await reconciler.run_once()  # the first pass sets the checkpoints at the head
+        payer = new_payer()
+        tx = pay(chains["arbitrum"], payer, 3 * USDC)  # no request, ever
+
+        report = await reconciler.run_once()
+        assert report.found == 1
+        [credited] = report.credited
+        assert (credited["wallet"], credited["tx"], credited["amount_micro"]) == (
+            payer.address,
+            tx,
+            3 * USDC,
+        )
+        assert await gateway.balance(payer.address) == 3 * USDC
+        [entry] = await gateway.services.ledger.entries(payer.address)
+        assert (entry.kind, entry.ref, entry.reason) == (
+            "payment",
+            f"{ARBITRUM}:{tx}",
+            CREDIT_REASON,
+        )
+
+        again = await reconciler.run_once()
+        assert (again.found, again.credited) == (0, [])
+        assert await gateway.balance(payer.address) == 3 * USDC
+
+        # The agent submitting it afterwards is told it is processed, and nothing moves.
+        late = await topup(gateway, payer, tx)
+        assert late.status_code == 409
+        assert late.json()["current_credit_balance_usd"] == 3.0
+        assert await gateway.balance(payer.address) == 3 * USDC
+
+        summary = await reconciler.last_summary()
+        assert summary is not None and summary["credited_count"] == 0  # the last pass's
+        scanned = {(s["chain"], s["token"]) for s in summary["scanned"]}
+        assert scanned == {
+            ("arbitrum", "usdc"),
+            ("arbitrum", "usdt"),
+            ("base", "usdc"),
+            ("base", "usdt"),
+        }
+        await assert_invariants(gateway)
+
+
+async def test_a_pushed_payment_is_not_found_again_and_a_fresh_one_waits_its_grace(
+    make_settings: SettingsFactory,
+    chains: dict[str, AnvilNode],
+    sim: CreateOSSimulator,
+    tmp_path: Path,
+) -> None:
+    settings = reconcile_settings(make_settings, chains, tmp_path, credit_after_seconds=3600)
+    async with running_gateway(settings) as gateway:
+        reconciler = reconciler_of(gateway)
+        await reconciler.run_once()
+        pushed_by, waiting_by = new_payer(), new_payer()
+        pushed = pay(chains["base"], pushed_by, 2 * USDC)
+        assert (await topup(gateway, pushed_by, pushed, chain="base")).status_code == 200
+        pay(chains["base"], waiting_by, 1 * USDC)
+
+        report = await reconciler.run_once()
+        assert report.found == 1  # only the unclaimed one
+        assert report.credited == [] and report.waiting == 1  # seen now, credited after an hour
+        assert await gateway.balance(waiting_by.address) == 0
+        assert await gateway.balance(pushed_by.address) == 2 * USDC
+        await assert_invariants(gateway)
+
+
+async def test_a_credit_without_its_transfer_is_reversed_and_a_real_one_kept(
+    make_settings: SettingsFactory,
+    chains: dict[str, AnvilNode],
+    sim: CreateOSSimulator,
+    tmp_path: Path,
+) -> None:
+    settings = reconcile_settings(make_settings, chains, tmp_path)
+    async with running_gateway(settings) as gateway:
+        reconciler, ledger = reconciler_of(gateway), gateway.services.ledger
+        honest = new_payer()
+        real_tx = pay(chains["arbitrum"], honest, 2 * USDC)
+        assert (await topup(gateway, honest, real_tx)).status_code == 200
+
+        # A credit with no transfer behind it (what a restored backup of another chain or a bug
+        # could leave): claimed and credited through the ledger directly.
+        forged_wallet = new_payer().address
+        forged_tx = "0x" + "5a" * 32
+        _, ticket = await ledger.claim_payment(ARBITRUM, forged_tx)
+        usdc = settings.chains["arbitrum"].tokens["usdc"]
+        await ledger.credit_payment(
+            ticket,
+            forged_wallet,
+            4 * USDC,
+            {
+                "chain": "arbitrum",
+                "chain_id": ARBITRUM,
+                "tx": forged_tx,
+                "token": "usdc",
+                "token_address": usdc.address,
+                "wallet": forged_wallet.lower(),
+                "payer": forged_wallet,
+                "pay_to": settings.chains["arbitrum"].pay_to,
+                "amount_units": str(4 * USDC),
+                "amount_micro": 4 * USDC,
+                "block_number": 1,
+            },
+        )
+        chains["arbitrum"].mine(3)  # finalized passes the real payment's block
+
+        report = await reconciler.run_once()
+        assert report.audited == 2
+        [reversal] = report.reversed
+        assert reversal["ref"] == f"{ARBITRUM}:{forged_tx}"
+        assert reversal["reason"] == (
+            "reconciler: credit without its on-chain transfer (transaction no longer in the chain)"
+        )
+        assert await gateway.balance(forged_wallet) == 0
+        assert await gateway.balance(honest.address) == 2 * USDC
+        newest = (await ledger.entries(forged_wallet))[0]
+        assert (newest.kind, newest.amount_micro) == ("reversal", -4 * USDC)
+        assert newest.reason == reversal["reason"]
+
+        again = await reconciler.run_once()  # every payment checked once
+        assert (again.audited, again.reversed) == (0, [])
+        await assert_invariants(gateway)
+
+
+async def test_an_upstream_project_whose_record_was_lost_is_adopted(
+    make_settings: SettingsFactory,
+    chains: dict[str, AnvilNode],
+    sim: CreateOSSimulator,
+    sim_url: str,
+    tmp_path: Path,
+) -> None:
+    settings = reconcile_settings(make_settings, chains, tmp_path)
+    async with running_gateway(settings) as gateway:
+        svc = gateway.services
+        agent = new_payer()
+        await gateway.credit(agent.address, 5 * USDC)
+        answer = await deploy(gateway, agent, deploy_body("lost-record"))
+        assert answer.status_code == 200, answer.text
+        project_id, deployment_id = answer.json()["projectId"], answer.json()["deploymentId"]
+
+        # What a failover that lost the record's write leaves: the project upstream, the
+        # temporary name claim taken before the create, no record.
+        keys, redis = svc.store.keys, raw_redis(svc.store)
+        await redis.delete(keys.project(project_id))
+        await redis.srem(keys.wallet_projects(agent.address), project_id)
+        await redis.srem(keys.active_projects(), project_id)
+        await redis.set(keys.name_owner("lost-record"), agent.address.lower(), px=3_600_000)
+        assert await svc.ownership.get(project_id) is None
+        # And one the operator made by hand on the same account: nobody's.
+        async with CreateOSClient(sim_url, SIM_KEY) as createos:
+            by_hand = await createos.create_project(
+                unique_name="by-hand",
+                display_name="By hand",
+                description=None,
+                settings={"runtime": "build-ai", "useBuildAI": True},
+            )
+
+        report = await reconciler_of(gateway).run_once()
+        assert report.adopted == [
+            {"project_id": project_id, "unique_name": "lost-record", "wallet": agent.address}
+        ]
+        assert report.unowned == [{"project_id": by_hand, "unique_name": "by-hand"}]
+        record = await svc.ownership.get(project_id)
+        assert record is not None and record.wallet == agent.address.lower()
+        assert record.status == "active" and record.last_deployment == deployment_id
+        assert project_id in await svc.ownership.metered_projects()
+        assert await svc.store.get(keys.name_owner("lost-record")) == agent.address.lower()
+        assert await redis.pttl(keys.name_owner("lost-record")) == -1  # the name is its for good
+        adoption = (await svc.ledger.entries(agent.address))[0]
+        assert (adoption.kind, adoption.amount_micro, adoption.ref) == (
+            "adjustment",
+            0,
+            f"project:{project_id}",
+        )
+        assert "adopted" in adoption.reason and "lost-record" in adoption.reason
+
+        again = await reconciler_of(gateway).run_once()
+        assert again.adopted == [] and len(await svc.ledger.entries(agent.address)) == 2
+        assert again.unowned == report.unowned  # still reported, never deleted
+        await assert_invariants(gateway)
+
+
+async def test_scanning_resumes_from_the_checkpoint_in_a_new_process(
+    make_settings: SettingsFactory,
+    chains: dict[str, AnvilNode],
+    sim: CreateOSSimulator,
+    tmp_path: Path,
+) -> None:
+    settings = reconcile_settings(
+        make_settings, chains, tmp_path, block_range=1, max_blocks_per_pass=2
+    )
+    payers = [new_payer() for _ in range(3)]
+    async with running_gateway(settings) as first:
+        await reconciler_of(first).run_once()
+        start = chains["arbitrum"].rpc("eth_blockNumber")
+        for payer in payers:  # mint + transfer: two blocks each
+            pay(chains["arbitrum"], payer, USDC)
+        partial = await reconciler_of(first).run_once()
+        [arbitrum_usdc] = [
+            s for s in partial.scanned if s["chain"] == "arbitrum" and s["token"] == "usdc"
+        ]
+        assert arbitrum_usdc["from_block"] == int(start, 16) + 1
+        assert arbitrum_usdc["to_block"] == int(start, 16) + 2  # at most two blocks a pass
+        assert [c["wallet"] for c in partial.credited] == [payers[0].address]
+
+    async with running_gateway(settings) as second:  # a new process, the same Redis
+        credited = []
+        for _ in range(3):
+            report = await reconciler_of(second).run_once()
+            credited += [c["wallet"] for c in report.credited]
+        assert credited == [payers[1].address, payers[2].address]
+        for payer in payers:
+            assert await second.balance(payer.address) == USDC
+        await assert_invariants(second)
+
+
+async def test_of_two_gateways_one_reconciles(
+    make_settings: SettingsFactory,
+    chains: dict[str, AnvilNode],
+    sim: CreateOSSimulator,
+    tmp_path: Path,
+) -> None:
+    settings = reconcile_settings(
+        make_settings, chains, tmp_path, enabled=True, interval_seconds=0.05
+    )
+    async with running_gateway(settings) as one, running_gateway(settings) as two:
+
+        def passes() -> list[float]:
+            return sorted(
+                metric_value(gw.services.metrics.render().decode(), PASSES) for gw in (one, two)
+            )
+
+        for _ in itertools.count():  # the loops run in the background; wait for six passes
+            if sum(passes()) >= 6:
+                break
+            await asyncio.sleep(0.05)
+        fewer, more = passes()
+        assert fewer == 0 and more >= 6
+        await assert_invariants(one)
