@@ -15,17 +15,25 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import itertools
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 from devstack.anvil import AnvilNode
+from devstack.gateway_process import write_config
 from devstack.simulator.server import CreateOSSimulator
-from gateway.config import Settings
+from gateway.config import PROJECT_ROOT, Settings
+from gateway.ledger import EntryKind, Ledger
 from gateway.payments.reconcile import CREDIT_REASON, Reconciler
+from gateway.store import connect_store
 from gateway.upstream import CreateOSClient
 from tests.deploy_support import SIM_KEY, deploy, deploy_body
 from tests.payment_support import ARBITRUM, assert_invariants, new_payer, pay, topup
 from tests.support import (
+    LOCAL_CONFIG,
     USDC,
     Gateway,
     SettingsFactory,
@@ -306,3 +314,68 @@ async def test_of_two_gateways_one_reconciles(
         fewer, more = passes()
         assert fewer == 0 and more >= 6
         await assert_invariants(one)
+
+
+def run_cli(config: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", "--config", str(config), *args],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+async def test_operator_cli_runs_a_pass_shows_it_and_pages_a_compacted_ledger(
+    chains: dict[str, AnvilNode],
+    sim: CreateOSSimulator,
+    sim_url: str,
+    redis_url: str,
+    key_prefix: str,
+    tmp_path: Path,
+) -> None:
+    config = write_config(
+        tmp_path / "gateway.toml",
+        LOCAL_CONFIG,
+        {
+            "gateway.redis_key_prefix": key_prefix,
+            "upstream.api_url": sim_url,
+            "reconcile.credit_after_seconds": 0,
+            "reconcile.lookback_blocks": 0,
+            "ledger.max_entries": 6,
+            "ledger.archive_dir": str(tmp_path / "archive"),
+        },
+    )
+    env = {"REDIS_URL": redis_url}
+    env.update({f"GATEWAY_RPC_{name.upper()}": node.url for name, node in chains.items()})
+    assert run_cli(config, env, "reconcile", "--run").returncode == 0  # checkpoints at the head
+    payer = new_payer()
+    tx = pay(chains["arbitrum"], payer, 2 * USDC)
+    store = await connect_store(redis_url, key_prefix)
+    try:
+        ledger = Ledger(store)
+        for i in range(9):
+            await ledger.apply(payer.address, EntryKind.BURN, -1, ref=f"p:{i}", reason="hour")
+
+        ran = run_cli(config, env, "reconcile", "--run", "--json")
+        assert ran.returncode == 0, ran.stderr
+        summary = json.loads(ran.stdout)
+        assert [(c["wallet"], c["tx"]) for c in summary["credited"]] == [(payer.address, tx)]
+        assert [c["wallet"] for c in summary["compacted"]] == [payer.address]
+        report = await ledger.check_consistency(payer.address)
+        assert report.ok and report.entries == 4 and report.compacted == 7
+        assert await ledger.balance(payer.address) == 2 * USDC - 9
+
+        shown = run_cli(config, env, "reconcile")
+        assert shown.returncode == 0, shown.stderr
+        assert "credited      1" in shown.stdout and tx in shown.stdout
+
+        paged = run_cli(config, env, "ledger", payer.address, "--json", "--offset", "8")
+        assert paged.returncode == 0, paged.stderr
+        document = json.loads(paged.stdout)
+        assert document["total"] == 10  # nine burns and the payment, archived or not
+        assert [e["kind"] for e in document["entries"]] == ["burn", "payment"]
+    finally:
+        await store.close()
