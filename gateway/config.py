@@ -156,7 +156,7 @@ class Settings:
     #: Blocks searched back for an ``AuthorizationUsed`` log of an authorization someone else
     #: settled.
     settle_log_lookback_blocks: int = 50_000
-    #: Reconciler (docs/PAYMENTS.md section 7): one leader every ``reconcile_interval_seconds``.
+    #: Reconciler (docs/PAYMENTS.md section 8): one leader every ``reconcile.interval_seconds``.
     reconcile: ReconcileConfig = field(default_factory=lambda: ReconcileConfig())
     #: Ledger compaction: a wallet's hot list is cut back to half this many entries once it
     #: holds more (0: never compact); the rest goes to ``ledger_archive_dir``.

@@ -151,7 +151,7 @@ async def test_a_lost_reply_is_an_error_never_a_second_entry(
         proxy.stop()
 
 
-# --- compaction (docs/PAYMENTS.md section 8) ----------------------------------------------
+# --- compaction (docs/PAYMENTS.md section 9) ----------------------------------------------
 
 
 async def _burns(ledger: Ledger, count: int, *, start: int = 0) -> None:

@@ -1,5 +1,5 @@
 """The reconciler: the chain, CreateOS and our records compared, and the differences settled
-(docs/PAYMENTS.md section 7).
+(docs/PAYMENTS.md section 8).
 
 One pass (``Reconciler.run_once``), in the process that holds the lease ``reconcile_lease``:
 

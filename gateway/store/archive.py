@@ -1,4 +1,4 @@
-"""The ledger archive: compacted ledger entries, outside Redis (docs/PAYMENTS.md section 8).
+"""The ledger archive: compacted ledger entries, outside Redis (docs/PAYMENTS.md section 9).
 
 Redis holds a bounded hot list per wallet; what compaction folds into a checkpoint entry is
 written here first, as one gzip'd JSON-lines file per chunk:

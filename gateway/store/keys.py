@@ -114,7 +114,7 @@ class KeySpace:
         """Wallet that holds a uniqueName through this gateway."""
         return f"{self.prefix}name:{unique_name.lower()}"
 
-    # --- reconciliation and ledger compaction (docs/PAYMENTS.md sections 7-8) -------------
+    # --- reconciliation and ledger compaction (docs/PAYMENTS.md sections 8-9) -------------
     # Kept in their own section (appended last) so the hash-tag work on the keys above can
     # move them without touching these. None of these is touched by a script together with a
     # wallet's money keys, except ``ledger`` itself (compaction).

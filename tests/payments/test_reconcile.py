@@ -1,4 +1,4 @@
-"""docs/PAYMENTS.md section 7: the reconciler against real anvil chains, a real Redis and the
+"""docs/PAYMENTS.md section 8: the reconciler against real anvil chains, a real Redis and the
 CreateOS simulator over HTTP.
 
 - a payment sent with no request at all is credited to its sender, once (passes repeated, the
