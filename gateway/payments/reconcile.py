@@ -19,18 +19,20 @@ One pass (``Reconciler.run_once``), in the process that holds the lease ``reconc
    of a transfer it found itself, from its start block on) and its own ledger reason. Pending,
    not found yet, in progress or RPC down: kept for the next pass; refused for good (too old,
    another payer's claim on the tx): reported and dropped.
-3. **Reverse credits without their transfer.** Every credited payment is checked on-chain once
-   its block is finalized, oldest first per wallet (``reconcile_audited`` counts how many of a
-   wallet's payments were checked): receipt present, canonical, and the recorded transfer
-   (token, payer, ``pay_to``, amount) still counts (``recheck.reversal_reason``). If not, the
-   credit is reversed by one ledger entry naming the reason (``Ledger.reverse_payment``, at
-   most once) and a negative balance goes to ``on_negative_balance`` (metering suspends).
+3. **Reverse credits without their transfer.** Every credited payment is checked on-chain
+   once its block is finalized, oldest first per wallet, at most ``AUDIT_BATCH`` a pass
+   (``reconcile_audited`` counts how many of a wallet's payments were checked): receipt
+   present, canonical, and the recorded transfer (token, payer, ``pay_to``, amount) still
+   counts (``recheck.reversal_reason``). If not, the credit is reversed by one ledger entry
+   naming the reason (``Ledger.reverse_payment``, at most once) and a negative balance goes to
+   ``on_negative_balance`` (metering suspends).
 4. **Adopt CreateOS projects without a record.** Every project of our CreateOS account that is
    not deleting and has no record, and is older than ``adopt_after_seconds``: if a wallet holds
    its name (the claim the deploy flow takes before it creates, or keeps for good), the project
    is recorded as that wallet's and active (metered from now on) after a zero-amount ledger
    entry that says so (once per project); otherwise it is reported as unowned (the account may
-   hold projects the operator made by hand: never deleted here).
+   hold projects the operator made by hand: never deleted here). A project with no deployment
+   is only reported: it is a deploy that failed half-way, which its retry finishes.
 5. **Compact ledgers** longer than ``ledger_max_entries`` (``Ledger.compact``).
 
 What the pass found and did is stored as JSON (``reconcile_summary``) for
@@ -68,6 +70,10 @@ log = logging.getLogger("gateway.reconcile")
 SUMMARY_ITEMS = 50
 #: A found transfer whose receipt no RPC has after this long is dropped (reorged out).
 FORGET_NOT_FOUND_MS = 24 * 3600 * 1000
+#: Most credited payments checked on-chain in one pass.
+AUDIT_BATCH = 200
+#: What a payment record must hold to be checked against the chain.
+AUDIT_FIELDS = ("block_number", "token_address", "pay_to", "payer", "amount_units", "amount_micro")
 #: Ledger reason of the reconciler's credits.
 CREDIT_REASON = "reconciler: unclaimed transfer credited to its sender"
 
@@ -325,8 +331,14 @@ class Reconciler:
     # --- 3. reverse credits without their transfer -----------------------------------------
 
     async def _audit_credits(self, report: ReconcileReport) -> None:
+        """Check credited payments on-chain, oldest first per wallet, at most ``AUDIT_BATCH``
+        a pass (the first pass after an upgrade meets the whole history), each counted as
+        checked right away so a pass cut off by its lease keeps its progress."""
         audited = self._keys.reconcile_audited()
+        budget = AUDIT_BATCH
         for wallet in await self._ledger.wallets():
+            if budget <= 0:
+                return
             payments = self._keys.wallet_payments(wallet)
             total = await self._store.list_length(payments)
             checked = int(await self._store.field(audited, wallet) or 0)
@@ -334,12 +346,13 @@ class Reconciler:
                 continue
             # LPUSH keeps the newest first: the unchecked ones are the first total - checked.
             unchecked = await self._store.list_range(payments, 0, total - checked - 1)
-            for ref in reversed(unchecked):
+            for ref in list(reversed(unchecked))[:budget]:
                 if not await self._audit_one(ref, report):
                     break  # not final yet (or undecidable): this and the newer ones wait
                 checked += 1
+                budget -= 1
                 report.audited += 1
-            await self._store.set_field(audited, wallet, checked)
+                await self._store.set_field(audited, wallet, checked)
 
     async def _audit_one(self, ref: str, report: ReconcileReport) -> bool:
         """Check one credited payment against the chain; False when it cannot be decided
@@ -350,7 +363,11 @@ class Reconciler:
         if chain is None or chain.name not in self._chains or record is None:
             report.errors.append(f"audit {ref}: no configured chain or no payment record")
             return True
-        if record.get("status") != "credited" or "block_number" not in record:
+        if record.get("status") != "credited":
+            return True
+        missing = [name for name in AUDIT_FIELDS if name not in record]
+        if missing:
+            report.errors.append(f"audit {ref}: the payment record lacks {', '.join(missing)}")
             return True
         reader = self._chains[chain.name]
         block = int(record["block_number"])
@@ -414,15 +431,22 @@ class Reconciler:
             described = {"project_id": project.id, "unique_name": project.unique_name}
             owner = await self._names.owner(project.unique_name)
             if owner is None:
-                report.unowned.append(described)
+                report.unowned.append({**described, "reason": "no wallet holds its name"})
                 continue
-            await self._adopt(project, owner)
+            deployments = await self._upstream.list_deployments(project.id)
+            if not deployments:
+                # Half-made: the deploy's own attempt record adopts it when the agent retries,
+                # and nothing runs that would be worth metering.
+                report.unowned.append(
+                    {**described, "reason": "no deployment yet: left to the deploy's retry"}
+                )
+                continue
+            await self._adopt(project, owner, deployments)
             report.adopted.append({**described, "wallet": checksum_address(owner)})
 
-    async def _adopt(self, project: Project, owner: str) -> None:
+    async def _adopt(self, project: Project, owner: str, deployments: Sequence[Deployment]) -> None:
         """The ledger entry first (once per project), then the record: a crash in between
         leaves a project the next pass records without a second entry."""
-        deployments = await self._upstream.list_deployments(project.id)
         newest = max(deployments, key=lambda d: d.created_at or "", default=None)
         await self._ledger.apply(
             owner,

@@ -28,6 +28,7 @@ from devstack.simulator.server import CreateOSSimulator
 from gateway.config import PROJECT_ROOT, Settings
 from gateway.ledger import EntryKind, Ledger
 from gateway.payments.reconcile import CREDIT_REASON, Reconciler
+from gateway.projects.records import NameClaims
 from gateway.store import connect_store
 from gateway.upstream import CreateOSClient
 from tests.deploy_support import SIM_KEY, deploy, deploy_body
@@ -223,20 +224,37 @@ async def test_an_upstream_project_whose_record_was_lost_is_adopted(
         await redis.srem(keys.active_projects(), project_id)
         await redis.set(keys.name_owner("lost-record"), agent.address.lower(), px=3_600_000)
         assert await svc.ownership.get(project_id) is None
-        # And one the operator made by hand on the same account: nobody's.
+        # One the operator made by hand on the same account: nobody's. And a deploy that
+        # failed half-way (created, never uploaded): its retry finishes it, nothing is metered.
+        upload_settings = {"runtime": "build-ai", "useBuildAI": True}
         async with CreateOSClient(sim_url, SIM_KEY) as createos:
             by_hand = await createos.create_project(
                 unique_name="by-hand",
                 display_name="By hand",
                 description=None,
-                settings={"runtime": "build-ai", "useBuildAI": True},
+                settings=upload_settings,
+            )
+            await NameClaims(svc.store).claim(agent.address, "half-made", ttl_ms=3_600_000)
+            half_made = await createos.create_project(
+                unique_name="half-made",
+                display_name="Half made",
+                description=None,
+                settings=upload_settings,
             )
 
         report = await reconciler_of(gateway).run_once()
         assert report.adopted == [
             {"project_id": project_id, "unique_name": "lost-record", "wallet": agent.address}
         ]
-        assert report.unowned == [{"project_id": by_hand, "unique_name": "by-hand"}]
+        assert sorted(report.unowned, key=lambda u: u["unique_name"]) == [
+            {"project_id": by_hand, "unique_name": "by-hand", "reason": "no wallet holds its name"},
+            {
+                "project_id": half_made,
+                "unique_name": "half-made",
+                "reason": "no deployment yet: left to the deploy's retry",
+            },
+        ]
+        assert await svc.ownership.get(half_made) is None
         record = await svc.ownership.get(project_id)
         assert record is not None and record.wallet == agent.address.lower()
         assert record.status == "active" and record.last_deployment == deployment_id
@@ -253,7 +271,7 @@ async def test_an_upstream_project_whose_record_was_lost_is_adopted(
 
         again = await reconciler_of(gateway).run_once()
         assert again.adopted == [] and len(await svc.ledger.entries(agent.address)) == 2
-        assert again.unowned == report.unowned  # still reported, never deleted
+        assert len(again.unowned) == 2  # still reported, never deleted
         await assert_invariants(gateway)
 
 
