@@ -480,7 +480,11 @@ class Reconciler:
         for wallet in await self._ledger.wallets():
             if await self._ledger.entry_count(wallet) <= limit:
                 continue
-            outcome = await self._ledger.compact(wallet, self._archive, keep=max(1, limit // 2))
+            try:
+                outcome = await self._ledger.compact(wallet, self._archive, keep=max(1, limit // 2))
+            except OSError as exc:  # the archive folder is missing, full or read-only
+                report.errors.append(f"compact: the ledger archive cannot be written: {exc}")
+                return
             entry = {"wallet": checksum_address(wallet), "result": outcome.result.value}
             report.compacted.append({**entry, "archived": outcome.archived, "chunk": outcome.chunk})
 

@@ -397,3 +397,24 @@ async def test_operator_cli_runs_a_pass_shows_it_and_pages_a_compacted_ledger(
         assert [e["kind"] for e in document["entries"]] == ["burn", "payment"]
     finally:
         await store.close()
+
+
+async def test_an_unwritable_archive_compacts_nothing_and_says_so(
+    make_settings: SettingsFactory,
+    chains: dict[str, AnvilNode],
+    sim: CreateOSSimulator,
+    tmp_path: Path,
+) -> None:
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("in the way")
+    settings = reconcile_settings(make_settings, chains, tmp_path).with_overrides(
+        ledger_max_entries=4, ledger_archive_dir=blocked
+    )
+    async with running_gateway(settings) as gateway:
+        wallet = new_payer().address
+        for _ in range(6):
+            await gateway.credit(wallet, 1)
+        report = await reconciler_of(gateway).run_once()
+        assert any("ledger archive cannot be written" in e for e in report.errors)
+        consistency = await gateway.services.ledger.check_consistency(wallet)
+        assert consistency.ok and consistency.entries == 6 and consistency.compacted == 0
