@@ -19,6 +19,8 @@ import json
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +103,9 @@ async def test_a_payment_nobody_claimed_is_credited_to_its_sender_once(
         again = await reconciler.run_once()
         assert (again.found, again.credited) == (0, [])
         assert await gateway.balance(payer.address) == 3 * USDC
+        metrics = gateway.services.metrics.render().decode()
+        assert metric_value(metrics, 'gateway_reconcile_total{event="found"}') == 1
+        assert metric_value(metrics, 'gateway_reconcile_total{event="credited"}') == 1
 
         # The agent submitting it afterwards is told it is processed, and nothing moves.
         late = await topup(gateway, payer, tx)
@@ -120,7 +125,7 @@ async def test_a_payment_nobody_claimed_is_credited_to_its_sender_once(
         await assert_invariants(gateway)
 
 
-async def test_a_pushed_payment_is_not_found_again_and_a_fresh_one_waits_its_grace(
+async def test_a_pushed_payment_is_not_found_and_a_fresh_one_waits_its_grace(
     make_settings: SettingsFactory,
     chains: dict[str, AnvilNode],
     sim: CreateOSSimulator,
@@ -140,6 +145,14 @@ async def test_a_pushed_payment_is_not_found_again_and_a_fresh_one_waits_its_gra
         assert report.credited == [] and report.waiting == 1  # seen now, credited after an hour
         assert await gateway.balance(waiting_by.address) == 0
         assert await gateway.balance(pushed_by.address) == 2 * USDC
+        await assert_invariants(gateway)
+
+    # What a pass found is kept in Redis: a later process credits it once its grace is over.
+    later = dataclasses.replace(settings.reconcile, credit_after_seconds=0)
+    async with running_gateway(settings.with_overrides(reconcile=later)) as gateway:
+        report = await reconciler_of(gateway).run_once()
+        assert [c["wallet"] for c in report.credited] == [waiting_by.address]
+        assert await gateway.balance(waiting_by.address) == 1 * USDC
         await assert_invariants(gateway)
 
 
@@ -177,13 +190,14 @@ async def test_a_credit_without_its_transfer_is_reversed_and_a_real_one_kept(
                 "pay_to": settings.chains["arbitrum"].pay_to,
                 "amount_units": str(4 * USDC),
                 "amount_micro": 4 * USDC,
-                "block_number": 1,
+                "block_number": 0,  # final from the start (finalized trails latest by 2)
             },
         )
-        chains["arbitrum"].mine(3)  # finalized passes the real payment's block
-
         report = await reconciler.run_once()
-        assert report.audited == 2
+        assert report.audited == 1  # the real payment's block is not finalized yet: it waits
+        chains["arbitrum"].mine(3)  # finalized passes the real payment's block
+        kept = await reconciler.run_once()
+        assert (kept.audited, kept.reversed) == (1, [])
         [reversal] = report.reversed
         assert reversal["ref"] == f"{ARBITRUM}:{forged_tx}"
         assert reversal["reason"] == (
@@ -418,3 +432,41 @@ async def test_an_unwritable_archive_compacts_nothing_and_says_so(
         assert any("ledger archive cannot be written" in e for e in report.errors)
         consistency = await gateway.services.ledger.check_consistency(wallet)
         assert consistency.ok and consistency.entries == 6 and consistency.compacted == 0
+
+
+async def test_the_reconciler_credits_past_the_pushed_age_limit_up_to_its_own(
+    make_settings: SettingsFactory,
+    chains: dict[str, AnvilNode],
+    sim: CreateOSSimulator,
+    tmp_path: Path,
+) -> None:
+    """A transfer 4 days old is refused when pushed (72 h) and credited by the reconciler
+    (30 days); one 31 days old is refused by both and reported."""
+    settings = reconcile_settings(make_settings, chains, tmp_path)
+    payer = new_payer()
+    async with running_gateway(settings) as gateway:
+        await reconciler_of(gateway).run_once()
+    tx = pay(chains["base"], payer, 2 * USDC)
+
+    def days_ahead(days: int) -> Callable[[], float]:
+        return lambda: time.time() + days * 86_400
+
+    async with running_gateway(settings, clock=days_ahead(4)) as gateway:
+        pushed = await topup(gateway, payer, tx, chain="base", clock=days_ahead(4))
+        assert pushed.status_code == 402 and pushed.json()["reason"] == "too_old"
+        report = await reconciler_of(gateway).run_once()
+        assert [c["tx"] for c in report.credited] == [tx]
+        assert await gateway.balance(payer.address) == 2 * USDC
+        await assert_invariants(gateway)
+
+    older_payer = new_payer()
+    async with running_gateway(settings) as gateway:
+        await reconciler_of(gateway).run_once()  # moves the checkpoints past the first transfer
+    old_tx = pay(chains["base"], older_payer, USDC)
+    async with running_gateway(settings, clock=days_ahead(31)) as gateway:
+        report = await reconciler_of(gateway).run_once()
+        [refused] = report.refused
+        assert refused["tx"] == old_tx and "old" in refused["reason"]
+        assert await gateway.balance(older_payer.address) == 0
+        again = await reconciler_of(gateway).run_once()
+        assert again.refused == [] and again.waiting == 0  # reported once, then dropped
