@@ -24,6 +24,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from devstack.anvil import AnvilNode
 from devstack.gateway_process import write_config
 from devstack.simulator.server import CreateOSSimulator
@@ -34,7 +36,14 @@ from gateway.projects.records import NameClaims
 from gateway.store import connect_store
 from gateway.upstream import CreateOSClient
 from tests.deploy_support import SIM_KEY, deploy, deploy_body
-from tests.payment_support import ARBITRUM, assert_invariants, new_payer, pay, topup
+from tests.payment_support import (
+    ARBITRUM,
+    assert_invariants,
+    assert_store_invariants,
+    new_payer,
+    pay,
+    topup,
+)
 from tests.support import (
     LOCAL_CONFIG,
     USDC,
@@ -43,6 +52,7 @@ from tests.support import (
     metric_value,
     raw_redis,
     running_gateway,
+    served_gateway,
 )
 
 PASSES = "gateway_reconcile_passes_total"
@@ -323,29 +333,57 @@ async def test_scanning_resumes_from_the_checkpoint_in_a_new_process(
         await assert_invariants(second)
 
 
-async def test_of_two_gateways_one_reconciles(
-    make_settings: SettingsFactory,
+async def test_of_two_gateway_processes_one_reconciles(
     chains: dict[str, AnvilNode],
     sim: CreateOSSimulator,
+    sim_url: str,
+    redis_url: str,
+    key_prefix: str,
     tmp_path: Path,
 ) -> None:
-    settings = reconcile_settings(
-        make_settings, chains, tmp_path, enabled=True, interval_seconds=0.05
-    )
-    async with running_gateway(settings) as one, running_gateway(settings) as two:
+    """Two served processes with the loop on: one holds the lease and runs every pass, and a
+    payment sent meanwhile is credited once."""
+    changes = {
+        "reconcile.interval_seconds": 0.2,
+        "reconcile.credit_after_seconds": 0,
+        "reconcile.lookback_blocks": 0,
+        "ledger.archive_dir": str(tmp_path / "archive"),
+    }
+    rpc = {name: node.url for name, node in chains.items()}
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    with (
+        served_gateway(tmp_path / "one", redis_url, key_prefix, sim_url, rpc, changes) as one,
+        served_gateway(tmp_path / "two", redis_url, key_prefix, sim_url, rpc, changes) as two,
+    ):
 
-        def passes() -> list[float]:
-            return sorted(
-                metric_value(gw.services.metrics.render().decode(), PASSES) for gw in (one, two)
-            )
+        async def passes() -> list[float]:
+            found = []
+            for process in (one, two):
+                async with httpx.AsyncClient(base_url=process.url) as http:
+                    text = (await http.get("/metrics")).text
+                found.append(metric_value(text, PASSES))
+            return found
 
-        for _ in itertools.count():  # the loops run in the background; wait for six passes
-            if sum(passes()) >= 6:
-                break
-            await asyncio.sleep(0.05)
-        fewer, more = passes()
-        assert fewer == 0 and more >= 6
-        await assert_invariants(one)
+        store = await connect_store(redis_url, key_prefix)
+        try:
+            ledger = Ledger(store)
+            payer, tx = new_payer(), ""
+            for _ in itertools.count():  # the loops run in the background: wait on them
+                counts = await passes()
+                if not tx and sum(counts) >= 1:  # checkpoints set: pay now
+                    tx = pay(chains["arbitrum"], payer, USDC)
+                if tx and sum(counts) >= 6 and await ledger.balance(payer.address) > 0:
+                    break
+                await asyncio.sleep(0.1)
+            assert sorted(counts)[0] == 0  # one process ran every pass
+            [entry] = await ledger.entries(payer.address)
+            assert (entry.ref, entry.amount_micro) == (f"{ARBITRUM}:{tx}", USDC)
+            await asyncio.sleep(0.5)  # more passes: still one credit
+            assert len(await ledger.entries(payer.address)) == 1
+            await assert_store_invariants(store, ledger)
+        finally:
+            await store.close()
 
 
 def run_cli(config: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
