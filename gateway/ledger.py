@@ -182,7 +182,7 @@ class Ledger:
         checkpoint entry (``compact_ledger.lua``). The chunk is on disk before Redis changes:
         a crash in between leaves the entries in Redis and a chunk a later run rewrites under
         the same name. A concurrent compaction of the same wallet (the head changed) writes
-        nothing and discards the chunk. An inconsistent ledger is never compacted."""
+        nothing. An inconsistent ledger is never compacted (and its chunk is removed)."""
         key = self._keys.ledger(wallet)
         total = await self._store.list_length(key)
         fold = total - keep
@@ -203,8 +203,12 @@ class Ledger:
             [fold, parsed[0].seq, parsed[-1].seq, self._now_ms(), chunk.name, chunk.sha256],
         )
         outcome = CompactResult(result[0])
-        if outcome is not CompactResult.COMPACTED:
+        if outcome is CompactResult.INCONSISTENT:
             archive.discard(chunk)
+        if outcome is not CompactResult.COMPACTED:
+            # CHANGED keeps the chunk: a concurrent compaction of the same head may have
+            # written the same name and depend on it; a spare chunk only repeats entries,
+            # which readers skip by seq.
             return CompactOutcome(outcome, 0)
         return CompactOutcome(outcome, len(fresh), chunk=chunk.name)
 

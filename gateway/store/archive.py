@@ -64,7 +64,7 @@ class FileArchive:
         return ArchivedChunk(relative, digest, created=True)
 
     def discard(self, chunk: ArchivedChunk) -> None:
-        """Remove a chunk this process just created whose compaction did not happen."""
+        """Remove a chunk this call created for a compaction refused as inconsistent."""
         if chunk.created:
             (self.root / chunk.name).unlink(missing_ok=True)
 
