@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -248,3 +249,22 @@ async def test_a_checkpoint_anywhere_but_the_head_breaks_the_chain(
     head = await redis.lpop(key)
     await redis.rpush(key, head)  # the checkpoint moved to the tail
     assert not (await ledger.check_consistency(WALLET)).ok
+
+
+async def test_a_spare_chunk_from_a_crash_repeats_nothing_in_the_history(
+    ledger: Ledger, store: Store, tmp_path: Path
+) -> None:
+    archive = FileArchive(tmp_path / "archive")
+    await _burns(ledger, 20)
+    # A compaction that wrote its chunk and died before its script ran.
+    head = await store.list_range(store.keys.ledger(WALLET), 0, 9)
+    seqs = [int(json.loads(raw)["seq"]) for raw in head]
+    archive.write_chunk(WALLET, seqs[0], seqs[-1], head)
+    await _burns(ledger, 10, start=20)
+    outcome = await ledger.compact(WALLET, archive, keep=5)
+    assert outcome.result is CompactResult.COMPACTED and outcome.archived == 25
+    assert len(archive.chunks(WALLET)) == 2  # the spare one and the real one overlap
+    history = await ledger.full_history(WALLET, archive)
+    assert len(history) == 30 and len({e.seq for e in history}) == 30
+    assert sum(e.amount_micro for e in history) == await ledger.balance(WALLET)
+    assert (await ledger.check_consistency(WALLET)).ok
