@@ -181,8 +181,9 @@ class Ledger:
         """Archive all but the newest ``keep`` entries of ``wallet`` and replace them with one
         checkpoint entry (``compact_ledger.lua``). The chunk is on disk before Redis changes:
         a crash in between leaves the entries in Redis and a spare chunk whose entries the
-        next chunk repeats (readers skip repeated seqs). A concurrent compaction of the same wallet (the head changed) writes
-        nothing. An inconsistent ledger is never compacted (and its chunk is removed)."""
+        next chunk repeats (readers skip repeated seqs). A concurrent compaction of the same
+        wallet (the head changed) writes nothing. An inconsistent ledger is never compacted
+        (and its chunk is removed)."""
         key = self._keys.ledger(wallet)
         total = await self._store.list_length(key)
         fold = total - keep
