@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import os
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -17,7 +19,7 @@ from starlette.middleware import Middleware
 from gateway.access.auth import WalletAuthenticator
 from gateway.access.ratelimit import RateLimiter
 from gateway.audit import Audit
-from gateway.chains import ChainRegistry
+from gateway.chains import ChainClient, ChainRegistry
 from gateway.config import Settings
 from gateway.deploy.flow import DeployFlow, deploy_lock_ttl_ms
 from gateway.deploy.idempotency import Idempotency
@@ -28,12 +30,14 @@ from gateway.metrics import GatewayMetrics
 from gateway.payments.gasless import GaslessPayments
 from gateway.payments.receipts import ReceiptSigner
 from gateway.payments.recheck import PaymentRechecker
+from gateway.payments.reconcile import Reconciler, reconciling_payments
 from gateway.payments.service import PaymentService
 from gateway.payments.settle import SettlementJournal, Settler
 from gateway.projects.metering import Metering
 from gateway.projects.reads import Projects
 from gateway.projects.records import NameClaims, Ownership
-from gateway.store import connect_store
+from gateway.store import Store, connect_store
+from gateway.store.archive import FileArchive
 from gateway.types import Clock, system_clock
 from gateway.upstream import CreateOSClient
 from gateway.web.middleware import (
@@ -134,6 +138,10 @@ def create_app(
             on_negative_balance=metering.on_negative_balance,
             metrics=metrics,
         )
+        reconciler = build_reconciler(
+            settings, store, ledger, chain_readers, ownership, createos, metering, clock, metrics
+        )
+        app.state.reconciler = reconciler
         app.state.services = Services(
             settings=settings,
             store=store,
@@ -186,6 +194,8 @@ def create_app(
                     gasless.watch_gas(settings.settle_gas_check_seconds), name="settler-gas"
                 )
             )
+        if settings.reconcile.enabled:
+            loops.append(asyncio.create_task(reconciler.run_forever(), name="reconcile"))
         try:
             yield
         finally:
@@ -212,3 +222,78 @@ def create_app(
         exception_handlers=handlers,
         lifespan=lifespan,
     )
+
+
+def build_reconciler(
+    settings: Settings,
+    store: Store,
+    ledger: Ledger,
+    chain_readers: Mapping[str, ChainClient],
+    ownership: Ownership,
+    createos: CreateOSClient,
+    metering: Metering,
+    clock: Clock,
+    metrics: GatewayMetrics,
+) -> Reconciler:
+    """The reconciler on the app's collaborators (its own ``PaymentService``: see
+    ``gateway.payments.reconcile``)."""
+    return Reconciler(
+        settings,
+        store,
+        ledger,
+        reconciling_payments(
+            settings,
+            ledger,
+            chain_readers,
+            clock=clock,
+            after_credit=metering.on_credit,
+            metrics=metrics,
+        ),
+        chain_readers,
+        ownership,
+        NameClaims(store),
+        createos,
+        FileArchive(settings.ledger_archive_dir),
+        clock=clock,
+        metrics=metrics,
+        on_negative_balance=metering.on_negative_balance,
+    )
+
+
+async def reconcile_now(settings: Settings, *, run: bool) -> tuple[bool, dict[str, Any] | None]:
+    """For ``python -m gateway reconcile``: with ``run``, one pass now unless another process
+    holds the reconciler's lease; then the stored summary of the last pass. Returns (whether
+    this call ran a pass, the summary)."""
+    assert settings.redis_url is not None
+    store = await connect_store(settings.redis_url, settings.redis_key_prefix)
+    metrics = GatewayMetrics()
+    chains = ChainRegistry(
+        settings.chains,
+        timeout=settings.rpc_timeout_seconds,
+        max_answer_bytes=settings.rpc_max_answer_bytes,
+        max_receipt_logs=settings.max_receipt_logs,
+        metrics=metrics,
+    )
+    createos = CreateOSClient(
+        settings.createos_api_url,
+        settings.createos_api_key,
+        connect_timeout=settings.upstream_connect_timeout,
+        read_timeout=settings.upstream_read_timeout,
+        max_answer_bytes=settings.upstream_max_answer_bytes,
+        answer_seconds=settings.upstream_answer_seconds,
+        metrics=metrics,
+    )
+    try:
+        ledger = Ledger(store)
+        ownership = Ownership(store)
+        metering = Metering(settings, store, ledger, ownership, createos, metrics=metrics)
+        readers = {name: chains.get(name) for name in settings.chains}
+        reconciler = build_reconciler(
+            settings, store, ledger, readers, ownership, createos, metering, system_clock, metrics
+        )
+        ran = run and await reconciler.run_once_if_leader(f"cli-{os.getpid()}") is not None
+        return ran, await reconciler.last_summary()
+    finally:
+        await createos.aclose()
+        await chains.close()
+        await store.close()

@@ -88,6 +88,28 @@ class Pricing:
 
 
 @dataclass(frozen=True, slots=True)
+class ReconcileConfig:
+    """The reconciler's knobs (``[reconcile]`` in config/gateway.toml)."""
+
+    enabled: bool = True
+    interval_seconds: float = 60.0
+    #: Blocks per ``eth_getLogs`` call, and most blocks scanned per chain and token per pass.
+    block_range: int = 2_000
+    max_blocks_per_pass: int = 50_000
+    #: Where the first pass starts: this many blocks below the head.
+    lookback_blocks: int = 10_000
+    #: An unclaimed transfer is credited by the reconciler only this long after it was first
+    #: seen, so an agent about to submit it is not answered "already processed".
+    credit_after_seconds: int = 600
+    #: The age limit for transfers the reconciler credits (the pushed path keeps
+    #: ``max_payment_age_seconds``).
+    max_payment_age_seconds: int = 30 * 24 * 3600
+    #: A CreateOS project without a record is adopted only once it is this old (a deploy in
+    #: flight records its own project well within it).
+    adopt_after_seconds: int = 900
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     chains: Mapping[str, ChainConfig]
     default_chain: str
@@ -148,6 +170,12 @@ class Settings:
     #: The gateway's public base URL (scheme://host[:port]) as agents reach it, for the x402
     #: ``resource`` and the MPP ``realm``; None: taken from each request's Host.
     public_url: str | None = None
+    #: Reconciler (docs/PAYMENTS.md section 8): one leader every ``reconcile.interval_seconds``.
+    reconcile: ReconcileConfig = field(default_factory=lambda: ReconcileConfig())
+    #: Ledger compaction: a wallet's hot list is cut back to half this many entries once it
+    #: holds more (0: never compact); the rest goes to ``ledger_archive_dir``.
+    ledger_max_entries: int = 1000
+    ledger_archive_dir: Path = PROJECT_ROOT / "data" / "ledger-archive"
     source: str = field(default="", compare=False)
 
     def chain(self, name: str) -> ChainConfig | None:
@@ -254,6 +282,36 @@ def parse_settings(raw: Mapping[str, Any], env: Mapping[str, str], *, source: st
     if redis_url is not None and not redis_url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError("REDIS_URL", "must start with redis://, rediss:// or unix://")
 
+    archive_text = env.get("GATEWAY_LEDGER_ARCHIVE_DIR") or reader.get_str(
+        "ledger.archive_dir", default="data/ledger-archive"
+    )
+    archive_dir = Path(archive_text)
+    if not archive_dir.is_absolute():
+        archive_dir = Path.cwd() / archive_dir
+    interval_text = env.get("GATEWAY_RECONCILE_INTERVAL")
+    try:
+        reconcile_interval = (
+            float(interval_text)
+            if interval_text
+            else reader.get_float("reconcile.interval_seconds", default=60.0)
+        )
+    except ValueError as exc:
+        raise ConfigError("GATEWAY_RECONCILE_INTERVAL", "must be a number of seconds") from exc
+    if reconcile_interval <= 0:
+        raise ConfigError("GATEWAY_RECONCILE_INTERVAL", "must be positive")
+    reconcile = ReconcileConfig(
+        enabled=reader.get_bool("reconcile.enabled", default=True),
+        interval_seconds=reconcile_interval,
+        block_range=reader.get_int("reconcile.block_range", default=2_000, low=1),
+        max_blocks_per_pass=reader.get_int("reconcile.max_blocks_per_pass", default=50_000, low=1),
+        lookback_blocks=reader.get_int("reconcile.lookback_blocks", default=10_000, low=0),
+        credit_after_seconds=reader.get_int("reconcile.credit_after_seconds", default=600, low=0),
+        max_payment_age_seconds=reader.get_int(
+            "reconcile.max_payment_age_seconds", default=30 * 24 * 3600, low=60
+        ),
+        adopt_after_seconds=reader.get_int("reconcile.adopt_after_seconds", default=900, low=0),
+    )
+
     embedded_dir = Path(reader.get_str(f"{gw}.embedded_redis_dir", default="data/redis"))
     if not embedded_dir.is_absolute():
         embedded_dir = Path.cwd() / embedded_dir
@@ -339,6 +397,9 @@ def parse_settings(raw: Mapping[str, Any], env: Mapping[str, str], *, source: st
         public_url=_public_url(
             env.get("GATEWAY_PUBLIC_URL") or reader.get_str("gateway.public_url", default="")
         ),
+        reconcile=reconcile,
+        ledger_max_entries=reader.get_int("ledger.max_entries", default=1000, low=0),
+        ledger_archive_dir=archive_dir,
         source=source,
     )
 

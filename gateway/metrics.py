@@ -87,6 +87,10 @@ def label(value: str | None, fallback: str = "other") -> str:
     return fallback
 
 
+#: The ``event`` label values of ``gateway_reconcile_total``.
+RECONCILE_EVENTS = ("found", "credited", "reversed", "adopted", "unowned", "compacted")
+
+
 class GatewayMetrics:
     """Every instrument of one app, with one method per event (the call sites read as events)."""
 
@@ -201,6 +205,22 @@ class GatewayMetrics:
             ["chain"],
             registry=r,
         )
+        self.reconcile_events = Counter(
+            "gateway_reconcile_total",
+            "What reconciler passes found and did: found (unclaimed transfers seen), credited, "
+            "reversed (credits without their transfer), adopted (CreateOS projects without a "
+            "record), unowned (such projects no wallet can be named for), compacted (ledger "
+            "entries archived)",
+            ["event"],
+            registry=r,
+        )
+        for event in RECONCILE_EVENTS:
+            self.reconcile_events.labels(event)
+        self.reconcile_passes = Counter(
+            "gateway_reconcile_passes_total",
+            "Reconciliation passes this process ran (only the lease holder runs them)",
+            registry=r,
+        )
 
     # --- payment funnel ---------------------------------------------------------------------
 
@@ -260,6 +280,14 @@ class GatewayMetrics:
     def metering_run(self, outcome: str) -> None:
         """For the metering loop: one round finished with ``outcome`` (a short code)."""
         self.metering_runs.labels(label(outcome)).inc()
+
+    def reconcile_pass(self) -> None:
+        self.reconcile_passes.inc()
+
+    def reconciled(self, event: str, count: int = 1) -> None:
+        """For the reconciler: ``count`` events of one of ``RECONCILE_EVENTS``."""
+        if count > 0:
+            self.reconcile_events.labels(label(event)).inc(count)
 
     def render(self) -> bytes:
         """The Prometheus text exposition of this app's series."""

@@ -39,6 +39,7 @@ class Gateway:
     client: httpx.AsyncClient
     services: Services
     settings: Settings
+    app: Any = None  # the Starlette app (its state holds the background loops' objects)
 
     async def credit(self, wallet: str, usd_micro: int) -> None:
         """Give ``wallet`` credits directly (an operator adjustment), no chain involved."""
@@ -62,7 +63,7 @@ async def running_gateway(
         async with httpx.AsyncClient(
             transport=transport, base_url="http://gateway", timeout=60.0
         ) as client:
-            yield Gateway(client, app.state.services, settings)
+            yield Gateway(client, app.state.services, settings, app)
 
 
 def raw_redis(store: Store) -> Redis:
