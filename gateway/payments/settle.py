@@ -318,7 +318,7 @@ class Settler:
         if isinstance(claim, Recorded):
             return await self._reconcile(authorization, chain, token, claim)
         recorded = await self._settle_claimed(authorization, chain, token, claim.holder)
-        return await self._reconcile(authorization, chain, token, recorded)
+        return await self._reconcile(authorization, chain, token, recorded, unsent=True)
 
     async def _verify(
         self,
@@ -376,10 +376,17 @@ class Settler:
         nothing."""
         reader = self._chains[chain.name]
         recorded = False
+        call = transfer_calldata(authorization)
         try:
-            if await reader.authorization_used(
-                token.address, authorization.payer, authorization.nonce
-            ):
+            # Four reads that need nothing from each other, in one round trip of time: is the
+            # nonce used, would the call succeed, the fees, the settler's pending nonce.
+            used, simulation, fees, pending = await asyncio.gather(
+                reader.authorization_used(token.address, authorization.payer, authorization.nonce),
+                reader.simulate(self.address, token.address, call),
+                reader.fee_caps(),
+                reader.pending_nonce(self.address),
+            )
+            if used:
                 foreign = await reader.authorization_used_tx(
                     token.address,
                     authorization.payer,
@@ -411,8 +418,6 @@ class Settler:
                 self._metrics.settlement_finished(chain.name, "foreign", 0)
                 return Recorded(tx=foreign, raw=b"", credit_tx=foreign, state="foreign")
 
-            call = transfer_calldata(authorization)
-            simulation = await reader.simulate(self.address, token.address, call)
             if simulation.gas is None:
                 reason = (simulation.revert_reason or "").lower()
                 if "balance" in reason:
@@ -425,10 +430,7 @@ class Settler:
                     Refusal.SIMULATION_FAILED,
                     f"The settlement would revert: {simulation.revert_reason}",
                 )
-            fees = await reader.fee_caps()
-            nonce = await self._journal.next_settler_nonce(
-                chain.chain_id, self.address, await reader.pending_nonce(self.address)
-            )
+            nonce = await self._journal.next_settler_nonce(chain.chain_id, self.address, pending)
             signed = self._account.sign_transaction(
                 {
                     "type": 2,
@@ -469,11 +471,17 @@ class Settler:
                 await self._journal.release(chain.chain_id, token, authorization, holder)
 
     async def _reconcile(
-        self, authorization: Authorization, chain: ChainConfig, token: TokenConfig, record: Recorded
+        self,
+        authorization: Authorization,
+        chain: ChainConfig,
+        token: TokenConfig,
+        record: Recorded,
+        *,
+        unsent: bool = False,
     ) -> PaymentCredited:
         """Bring a recorded settlement to its credit: send the recorded bytes if the chain
-        has no receipt for them, wait for the receipt, then credit the tx that used the
-        authorization."""
+        has no receipt for them (``unsent``: this request just signed them, so it has none),
+        wait for the receipt, then credit the tx that used the authorization."""
         if record.state == "reverted":
             raise _refused(
                 Refusal.SETTLEMENT_REVERTED,
@@ -482,7 +490,7 @@ class Settler:
         reader = self._chains[chain.name]
         credit_tx = record.credit_tx or record.tx
         if record.state == "signed":
-            receipt = await reader.get_receipt(record.tx)
+            receipt = None if unsent else await reader.get_receipt(record.tx)
             if receipt is None:
                 await reader.send_raw_transaction(record.raw)
                 receipt = await self._await_receipt(reader, record.tx)
