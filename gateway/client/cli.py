@@ -21,11 +21,9 @@ from enum import IntEnum
 from pathlib import Path
 from typing import Any, TextIO
 
-from eth_account import Account
-from eth_account.signers.local import LocalAccount
-
 from gateway.client.agent import PAY_MODES, AgentClient
 from gateway.client.bundle import BundleError, collect
+from gateway.client.environment import AgentEnvironmentError, read_agent_environment
 from gateway.client.envvars import EnvError, collect_env
 from gateway.client.errors import (
     AskedToPayAgain,
@@ -35,7 +33,6 @@ from gateway.client.errors import (
     PaymentRejected,
     SpendCapExceeded,
 )
-from gateway.client.journal import FileJournal
 from gateway.client.models import Progress
 
 
@@ -56,6 +53,7 @@ environment:
   AGENT_MAX_USD           default spend cap of one command in USD (default 5)
   AGENT_STATE_DIR         where paid-but-unused txs are remembered
                           (default ~/.cache/agent-deploy-gateway)
+  AGENT_UNREACHABLE_SECONDS  how long to retry a gateway that does not answer (default 30)
 
 exit codes:
   0 success · 1 other failure · 2 usage error · 4 build failed
@@ -274,37 +272,12 @@ def _fail(
 
 
 def _client(args: argparse.Namespace, output: Output, environ: Mapping[str, str]) -> AgentClient:
-    key = environ.get("AGENT_PRIVATE_KEY", "").strip()
-    if not key:
-        raise UsageError("AGENT_PRIVATE_KEY is not set (the wallet's private key, 0x + 64 hex)")
     try:
-        account: LocalAccount = Account.from_key(key)
-    except (ValueError, TypeError) as exc:
-        raise UsageError(f"AGENT_PRIVATE_KEY is not a valid private key: {exc}") from None
-    rpc_urls = {
-        name.removeprefix("AGENT_RPC_URL_").lower(): url
-        for name, url in environ.items()
-        if name.startswith("AGENT_RPC_URL_") and url
-    }
-    fallback = environ.get("AGENT_RPC_URL", "")
-    if fallback:
-        for chain in ("arbitrum", "base"):
-            rpc_urls.setdefault(chain, fallback)
-    cap = getattr(args, "max_usd", None)
-    if cap is None:
-        try:
-            cap = Decimal(environ.get("AGENT_MAX_USD", "5"))
-        except InvalidOperation:
-            raise UsageError("AGENT_MAX_USD is not an amount in USD") from None
-    state_dir = Path(
-        environ.get("AGENT_STATE_DIR") or Path.home() / ".cache" / "agent-deploy-gateway"
-    )
-    return AgentClient(
-        environ.get("GATEWAY_URL", "http://127.0.0.1:8402"),
-        account,
-        rpc_urls=rpc_urls,
-        max_usd=cap,
-        journal=FileJournal(state_dir / "payments.json"),
+        agent_env = read_agent_environment(environ)
+    except AgentEnvironmentError as exc:
+        raise UsageError(str(exc)) from None
+    return agent_env.client(
+        max_usd=getattr(args, "max_usd", None),
         on_progress=output.progress,
         pay_with=getattr(args, "pay", "auto"),
     )
