@@ -85,9 +85,12 @@ def error_text(result: CallToolResult) -> str:
 
 
 @asynccontextmanager
-async def mcp_server(env: dict[str, str], errlog: Path) -> AsyncIterator[Recorder]:
+async def mcp_server(
+    env: dict[str, str], errlog: Path, python: Path | str = sys.executable, cwd: Path = PROJECT_ROOT
+) -> AsyncIterator[Recorder]:
+    """``python -m gateway mcp`` with ``env``, its stderr appended to ``errlog``."""
     params = StdioServerParameters(
-        command=sys.executable, args=["-m", "gateway", "mcp"], env=env, cwd=PROJECT_ROOT
+        command=str(python), args=["-m", "gateway", "mcp"], env=env, cwd=cwd
     )
     with errlog.open("a", encoding="utf-8") as log:
         async with (
