@@ -184,6 +184,17 @@ async def test_tools_deploy_reads_delete_and_a_failed_build(
         )
         assert "build failed" in broken and "build_error" in broken, broken
 
+        redeployed = await server.ok(
+            "redeploy",
+            {
+                "project_id": project,
+                "files": [{"path": "index.js", "content": "console.log(2)\n"}],
+                "use_existing_credits": True,
+            },
+        )
+        assert redeployed["project_id"] == project and redeployed["status"]["status"] == "ready"
+        assert redeployed["deployment_id"] != deployment and redeployed["payment"] is None
+
         assert (await server.ok("delete_project", {"project_id": project}))["status"] == "deleted"
         assert name not in {
             p["name"]
