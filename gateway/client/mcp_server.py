@@ -42,7 +42,7 @@ from pydantic import BaseModel, Field
 
 from gateway.client.agent import AgentClient
 from gateway.client.bundle import Bundle, BundleError, collect, is_secret
-from gateway.client.cli import STAGE_LABELS
+from gateway.client.cli import STAGE_LABELS, quiet_client_libraries
 from gateway.client.environment import (
     AgentEnvironment,
     AgentEnvironmentError,
@@ -171,7 +171,10 @@ ProjectId = Annotated[str, Field(description="the project's id (from deploy or l
 DeploymentId = Annotated[str, Field(description="the deployment's id (from deploy or redeploy)")]
 Directory = Annotated[
     str | None,
-    Field(description="a directory on this machine to upload (secret files are left out)"),
+    Field(
+        description="a directory on this machine to upload, best an absolute path (secret "
+        "files such as .env and keys are left out)"
+    ),
 ]
 Files = Annotated[
     list[InlineFile] | None,
@@ -298,7 +301,7 @@ class AgentTools:
         except (ClientError, BundleError, EnvError) as exc:
             raise ToolError(self.scrub(str(exc))) from None
         except Exception as exc:
-            log.error("tool call failed unexpectedly: %s", type(exc).__name__)
+            log.error("tool call failed unexpectedly: %s", type(exc).__name__, exc_info=True)
             raise ToolError(self.scrub(f"unexpected {type(exc).__name__}: {exc}")) from None
         finally:
             await call.client.aclose()
@@ -640,6 +643,7 @@ def run(environ: Mapping[str, str], never_log: Callable[[str], None]) -> int:
     """Serve on stdio until the client closes it. ``never_log`` receives every form of the
     private key (and the raw variable) for the process's log redactor."""
     never_log(environ.get("AGENT_PRIVATE_KEY", "").strip())
+    quiet_client_libraries()
     try:
         environment: AgentEnvironment | None = read_agent_environment(environ)
         error = ""

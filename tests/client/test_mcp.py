@@ -6,6 +6,7 @@ the server keeps serving; the private key in no output, progress message or log 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import sys
@@ -229,13 +230,16 @@ async def test_spend_caps_per_call_and_per_session_refuse_without_paying(
         assert "0.1 USD" in lowered and "nothing was paid" in lowered, lowered
         assert balance() == before and local_stack.transfers_from(agent.address) == []
 
-        topped = await server.ok("topup", {"amount_usd": "0.5"})
-        assert Decimal(topped["credited_usd"]) == Decimal("0.5")
-        assert balance() == before - 500_000
-        # 0.5 of the session's 0.8 is spent: another 0.5 is refused, naming the session cap.
-        session = await server.error("topup", {"amount_usd": "0.5"})
+        # Two top-ups of 0.5 at once against the session's 0.8: one pays, the other is refused
+        # naming the session cap (the paying parts run one at a time).
+        answers = await asyncio.gather(
+            server.call("topup", {"amount_usd": "0.5"}), server.call("topup", {"amount_usd": "0.5"})
+        )
+        [topped] = [a.structured_content for a in answers if not a.is_error]
+        [session] = [error_text(a) for a in answers if a.is_error]
+        assert topped is not None and Decimal(topped["credited_usd"]) == Decimal("0.5")
         assert "AGENT_MAX_USD_SESSION" in session and "0.8 USD" in session, session
-        assert "0.3" in session and "nothing was paid" in session, session
+        assert "0.3 USD are left" in session and "nothing was paid" in session, session
         assert balance() == before - 500_000
         assert len(local_stack.transfers_from(agent.address)) == 1
         credits = await server.ok("credits")
