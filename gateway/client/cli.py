@@ -116,6 +116,10 @@ def add_commands(
     redeploy.add_argument("project_id", metavar="PROJECT_ID")
     redeploy.add_argument("directory", metavar="DIR", type=Path)
     _payment_options(redeploy)
+    for option in ("--env", "--env-file", "--build-env"):
+        # Not taken (REDEPLOY_KEEPS_ENV), but named: argparse's own "unrecognized arguments"
+        # error would print the value.
+        redeploy.add_argument(option, action="append", default=[], help=argparse.SUPPRESS)
 
     command("projects", "list this wallet's projects", _projects)
 
@@ -337,7 +341,16 @@ async def _deploy(args: argparse.Namespace, output: Output, environ: Mapping[str
     return ExitCode.OK
 
 
+REDEPLOY_KEEPS_ENV = (
+    "redeploy takes no --env, --env-file or --build-env: a redeploy keeps the environment "
+    "variables of the project's first deploy, because CreateOS takes them only when a project "
+    "is created (delete the project and deploy again to change them)"
+)
+
+
 async def _redeploy(args: argparse.Namespace, output: Output, environ: Mapping[str, str]) -> int:
+    if args.env or args.env_file or args.build_env:
+        raise UsageError(REDEPLOY_KEEPS_ENV)
     upload = _bundle_upload(args.directory, output)
     async with _client(args, output, environ) as client:
         deployment = await client.redeploy(

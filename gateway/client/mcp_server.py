@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -63,6 +64,10 @@ log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 ToolContext = Context[Any, Any]
 REDACTED = "[redacted]"
+REDEPLOY_KEEPS_ENV = (
+    "a redeploy keeps the environment variables of the project's first deploy: CreateOS takes "
+    "them only when a project is created (delete the project and deploy again to change them)"
+)
 
 
 # --- results (the tools' output schemas) ----------------------------------------------------
@@ -275,6 +280,7 @@ class AgentTools:
     @asynccontextmanager
     async def _call(self, ctx: ToolContext) -> AsyncIterator[_Call]:
         """A call whose every failure leaves as a ``ToolError`` with a key-free message."""
+        self._refuse_unknown_arguments(ctx)
         if self._env is None:
             raise ToolError(self._setup_error)
         relay = _ProgressRelay(ctx, self.scrub)
@@ -306,6 +312,23 @@ class AgentTools:
         finally:
             await call.client.aclose()
             await relay.close()
+
+    def _refuse_unknown_arguments(self, ctx: ToolContext) -> None:
+        """An argument the tool does not take is an error, not silently dropped (the SDK drops
+        them): an agent that sends ``env`` to ``redeploy`` must learn it had no effect."""
+        params = ctx.request_context.params or {}
+        tool, arguments = params.get("name"), params.get("arguments") or {}
+        method = getattr(self, str(tool), None) if tool in TOOL_ANNOTATIONS else None
+        if method is None or not isinstance(arguments, Mapping):
+            return
+        unknown = sorted(set(arguments) - set(inspect.signature(method).parameters))
+        if not unknown:
+            return
+        names = ", ".join(str(name)[:64] for name in unknown)
+        hint = ""
+        if tool == "redeploy" and {"env", "env_file", "build_env"} & set(unknown):
+            hint = f"; {REDEPLOY_KEEPS_ENV}"
+        raise ToolError(f"{tool} takes no argument {names}{hint}")
 
     async def _pay(
         self, call: _Call, max_usd: Decimal | None, act: Callable[[], Awaitable[_T]]
@@ -408,9 +431,9 @@ class AgentTools:
         wait: Wait = True,
         max_usd: MaxUsd = None,
     ) -> DeployResult:
-        """Deploy new code into a project this wallet owns, paid like a deploy. The project
-        keeps the environment variables of its first deploy (CreateOS takes them only when
-        the project is created)."""
+        """Deploy new code into a project this wallet owns, paid like a deploy. It takes no
+        env, env_file or build_env: the project keeps the environment variables of its first
+        deploy (CreateOS takes them only when a project is created)."""
         async with self._call(ctx) as call:
             bundle = _bundle(directory, files)
             _note_bundle(call.relay, bundle, AppEnv())

@@ -196,6 +196,17 @@ async def test_tools_deploy_reads_delete_and_a_failed_build(
         assert redeployed["project_id"] == project and redeployed["status"]["status"] == "ready"
         assert redeployed["deployment_id"] != deployment and redeployed["payment"] is None
 
+        # Arguments a tool does not take are refused, not dropped: a redeploy keeps the
+        # variables of the first deploy, and says so.
+        files = [{"path": "index.js", "content": "console.log(3)\n"}]
+        kept = await server.error(
+            "redeploy", {"project_id": project, "files": files, "env": {"APP_MODE": "off"}}
+        )
+        assert "takes no argument env" in kept and "keeps the environment variables" in kept
+        assert "takes no argument month" in await server.error(
+            "deploy", {"name": f"{name}-y", "files": files, "month": 2}
+        )
+
         assert (await server.ok("delete_project", {"project_id": project}))["status"] == "deleted"
         assert name not in {
             p["name"]
