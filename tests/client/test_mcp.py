@@ -131,14 +131,35 @@ async def test_tools_deploy_reads_delete_and_a_failed_build(
         assert deploy_schema["required"] == ["name"]
 
         progress: list[str] = []
+        secret_run, secret_file, secret_build = (f"s3cr3t-{uuid.uuid4().hex}" for _ in range(3))
+        env_file = tmp_path / "app.env"
+        env_file.write_text(f"DB_PASSWORD={secret_file}\n", encoding="utf-8")
         deployed = await server.ok(
             "deploy",
-            {"directory": str(make_app(tmp_path / "app")), "name": name, "env": {"APP_MODE": "on"}},
+            {
+                "directory": str(make_app(tmp_path / "app")),
+                "name": name,
+                "env": {"API_TOKEN": secret_run},
+                "env_file": str(env_file),
+                "build_env": {"NPM_TOKEN": secret_build},
+            },
             progress=progress,
         )
         assert deployed["url"].startswith(f"https://{name}-")
         assert deployed["status"]["status"] == "ready"
-        assert deployed["env_keys"] == ["APP_MODE"]
+        assert deployed["env_keys"] == ["API_TOKEN", "DB_PASSWORD"]
+        assert deployed["build_env_keys"] == ["NPM_TOKEN"]
+        [create] = [
+            r for r in local_stack.simulator.requests
+            if r.method == "POST" and r.path == "/v1/projects" and r.json
+            and r.json.get("uniqueName") == name
+        ]  # fmt: skip
+        assert create.json is not None
+        assert create.json["settings"]["runEnvs"] == {
+            "API_TOKEN": secret_run,
+            "DB_PASSWORD": secret_file,
+        }
+        assert create.json["settings"]["buildVars"] == {"NPM_TOKEN": secret_build}
         assert ".env" in deployed["left_out_secrets"]
         assert deployed["payment"]["chain"] == "arbitrum"
         for step in ("quote:", "payment:", "confirmation:", "build:", "ready:"):
@@ -214,7 +235,11 @@ async def test_tools_deploy_reads_delete_and_a_failed_build(
             if p["status"] != "deleted"
         }
         assert len(local_stack.transfers_from(agent.address)) == 1
-    assert_key_absent(agent, *server.texts, errlog.read_text(encoding="utf-8"))
+    shown = [*server.texts, errlog.read_text(encoding="utf-8")]
+    assert_key_absent(agent, *shown)
+    for value in (secret_run, secret_file, secret_build):
+        assert all(value not in text for text in shown)
+    assert any("runEnvs: API_TOKEN, DB_PASSWORD; buildVars: NPM_TOKEN" in m for m in progress)
 
 
 async def test_spend_caps_per_call_and_per_session_refuse_without_paying(
