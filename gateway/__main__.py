@@ -300,7 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
         "delete_project, credits and topup as MCP tools on stdin/stdout, with the wallet and "
         "caps of the agent commands' environment (AGENT_MAX_USD per call, "
         "AGENT_MAX_USD_SESSION per session).",
-        epilog=agent_cli.ENVIRONMENT_HELP,
+        epilog=agent_cli.ENVIRONMENT_VARIABLES_HELP
+        + "  AGENT_MAX_USD_SESSION   spend cap of one MCP server session in USD (default 20)\n",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     mcp.set_defaults(run=_mcp)

@@ -44,7 +44,7 @@ class ExitCode(IntEnum):
     BUILD_FAILED = 4  # the deployment ended "failed"
 
 
-ENVIRONMENT_HELP = """\
+ENVIRONMENT_VARIABLES_HELP = """\
 environment:
   GATEWAY_URL             the gateway (default http://127.0.0.1:8402)
   AGENT_PRIVATE_KEY       the wallet that signs requests and pays (0x + 64 hex)
@@ -54,12 +54,16 @@ environment:
   AGENT_STATE_DIR         where paid-but-unused txs are remembered
                           (default ~/.cache/agent-deploy-gateway)
   AGENT_UNREACHABLE_SECONDS  how long to retry a gateway that does not answer (default 30)
-
+"""
+ENVIRONMENT_HELP = (
+    ENVIRONMENT_VARIABLES_HELP
+    + """
 exit codes:
   0 success · 1 other failure · 2 usage error · 4 build failed
   3 payment refused: above the spend cap, or the credits already cover the deploy but other
     live projects share them (--use-credits deploys on them)
 """
+)
 
 
 class UsageError(Exception):

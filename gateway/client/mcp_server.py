@@ -222,9 +222,12 @@ class _ProgressRelay:
                 log.warning("progress notification not sent", exc_info=True)
 
     async def close(self) -> None:
-        """Send what is queued, then stop."""
+        """Send what is queued, then stop (at once when the call itself was cancelled)."""
         self._queue.put_nowait(None)
-        await self._sender
+        try:
+            await self._sender
+        finally:
+            self._sender.cancel()
 
 
 class _Call:
@@ -310,8 +313,10 @@ class AgentTools:
             log.error("tool call failed unexpectedly: %s", type(exc).__name__, exc_info=True)
             raise ToolError(self.scrub(f"unexpected {type(exc).__name__}: {exc}")) from None
         finally:
-            await call.client.aclose()
-            await relay.close()
+            try:
+                await call.client.aclose()
+            finally:
+                await relay.close()
 
     def _refuse_unknown_arguments(self, ctx: ToolContext) -> None:
         """An argument the tool does not take is an error, not silently dropped (the SDK drops
