@@ -30,6 +30,7 @@ import base64
 import binascii
 import inspect
 import logging
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from decimal import Decimal
@@ -264,9 +265,11 @@ class AgentTools:
         self._env = environment
         self._setup_error = setup_error
         self._secrets: tuple[str, ...] = ()
+        self._secret_re: re.Pattern[str] | None = None
         if environment is not None:
             key = environment.private_key_hex
-            self._secrets = (key, key.upper(), key.lower())
+            self._secrets = (key.lower(), key.upper())
+            self._secret_re = re.compile(re.escape(key), re.IGNORECASE)
         self.spent_usd = Decimal(0)
         self._paying = asyncio.Lock()
 
@@ -276,9 +279,8 @@ class AgentTools:
         return self._secrets
 
     def scrub(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, REDACTED)
-        return text
+        """``text`` without the private key, in any letter case."""
+        return text if self._secret_re is None else self._secret_re.sub(REDACTED, text)
 
     @asynccontextmanager
     async def _call(self, ctx: ToolContext) -> AsyncIterator[_Call]:

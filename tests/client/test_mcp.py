@@ -22,6 +22,8 @@ from eth_account.signers.local import LocalAccount
 from mcp import ClientSession, StdioServerParameters, stdio_client
 from mcp.types import CallToolResult, TextContent
 
+from gateway.client.environment import read_agent_environment
+from gateway.client.mcp_server import AgentTools
 from gateway.config import PROJECT_ROOT
 from tests.client.conftest import ARBITRUM_USDC, LocalStack
 from tests.client.test_cli import cli_env, make_app
@@ -323,3 +325,13 @@ async def test_a_malformed_key_and_an_unreachable_gateway_are_tool_errors(
         assert {t.name for t in (await server.session.list_tools()).tools} == TOOLS
     assert local_stack.transfers_from(agent.address) == []
     assert_key_absent(agent, *server.texts, errlog.read_text(encoding="utf-8"))
+
+
+def test_the_last_guard_scrubs_the_key_in_any_letter_case() -> None:
+    agent = Account.create()
+    key = bytes(agent.key).hex()
+    tools = AgentTools(read_agent_environment({"AGENT_PRIVATE_KEY": "0x" + key}))
+    mixed = "".join(c.upper() if i % 2 else c for i, c in enumerate(key))
+    scrubbed = tools.scrub(f"failed with 0x{key} and {key.upper()} and {mixed}.")
+    assert scrubbed == "failed with 0x[redacted] and [redacted] and [redacted]."
+    assert set(tools.secrets) == {key, key.upper()}
