@@ -59,7 +59,14 @@ from gateway.client.errors import (
     NoRpcForChain,
     SpendCapExceeded,
 )
-from gateway.client.models import Deployment, DeploymentStatus, DeployStarted, Progress, Quote
+from gateway.client.models import (
+    Deployment,
+    DeploymentStatus,
+    DeployStarted,
+    Payment,
+    Progress,
+    Quote,
+)
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -97,8 +104,23 @@ class Status(BaseModel):
 class PaymentMade(BaseModel):
     chain: str
     token: str
-    tx: str
+    tx: str | None = Field(description="the transfer, or the gasless payment's settlement tx")
     amount_token: int = Field(description="base units of the token")
+    gasless: bool = Field(description="paid by a signed authorization the gateway settled")
+    receipt: dict[str, Any] | None = Field(
+        None, description="the gateway's signed receipt of the credit (verified)"
+    )
+
+    @classmethod
+    def of(cls, payment: Payment) -> PaymentMade:
+        return cls(
+            chain=payment.chain,
+            token=payment.token,
+            tx=payment.tx_hash or None,
+            amount_token=payment.amount_token,
+            gasless=payment.credential is not None,
+            receipt=payment.receipt,
+        )
 
 
 class DeployResult(BaseModel):
@@ -198,6 +220,13 @@ MaxUsd = Annotated[
     Field(ge=0, description="this call's spend cap in USD; at most AGENT_MAX_USD"),
 ]
 Wait = Annotated[bool, Field(description="wait until ready (or failed) before answering")]
+Pay = Annotated[
+    Literal["auto", "gasless", "transfer"],
+    Field(
+        description="gasless: sign a USDC authorization the gateway settles (no ETH needed); "
+        "transfer: send the token from this wallet; auto: gasless when the gateway offers it"
+    ),
+]
 
 
 class _ProgressRelay:
@@ -338,10 +367,11 @@ class AgentTools:
         raise ToolError(f"{tool} takes no argument {names}{hint}")
 
     async def _pay(
-        self, call: _Call, max_usd: Decimal | None, act: Callable[[], Awaitable[_T]]
+        self, call: _Call, max_usd: Decimal | None, pay: str, act: Callable[[], Awaitable[_T]]
     ) -> _T:
         """Run the paying part of a call under both caps, one call at a time."""
         assert self._env is not None
+        call.client.pay_with = pay
         call_cap = self._env.max_usd if max_usd is None else min(max_usd, self._env.max_usd)
         async with self._paying:
             session_left = max(self._env.session_max_usd - self.spent_usd, Decimal(0))
@@ -401,6 +431,7 @@ class AgentTools:
         use_existing_credits: UseCredits = False,
         wait: Wait = True,
         max_usd: MaxUsd = None,
+        pay: Pay = "auto",
     ) -> DeployResult:
         """Deploy an app as a new project: pays the gateway's quote (within the spend caps),
         uploads, and waits until it is live, returning its URL. Progress notifications follow
@@ -412,6 +443,7 @@ class AgentTools:
             started = await self._pay(
                 call,
                 max_usd,
+                pay,
                 lambda: call.client.start_deploy(
                     bundle.upload(),
                     name=name,
@@ -437,6 +469,7 @@ class AgentTools:
         use_existing_credits: UseCredits = False,
         wait: Wait = True,
         max_usd: MaxUsd = None,
+        pay: Pay = "auto",
     ) -> DeployResult:
         """Deploy new code into a project this wallet owns, paid like a deploy. It takes no
         env, env_file or build_env: the project keeps the environment variables of its first
@@ -447,6 +480,7 @@ class AgentTools:
             started = await self._pay(
                 call,
                 max_usd,
+                pay,
                 lambda: call.client.start_redeploy(
                     project_id,
                     bundle.upload(),
@@ -472,14 +506,7 @@ class AgentTools:
             deployment_id=started.deployment_id,
             url=Deployment(started, status).url if status is not None else None,
             status=Status.of(status) if status is not None else None,
-            payment=None
-            if payment is None
-            else PaymentMade(
-                chain=payment.chain,
-                token=payment.token,
-                tx=payment.tx_hash,
-                amount_token=payment.amount_token,
-            ),
+            payment=None if payment is None else PaymentMade.of(payment),
             files=len(bundle.files),
             left_out_secrets=bundle.skipped_secrets,
             env_keys=sorted(app_env.run),
@@ -577,21 +604,17 @@ class AgentTools:
         chain: Chain = None,
         token: Token = None,
         max_usd: MaxUsd = None,
+        pay: Pay = "auto",
     ) -> TopUpResult:
         """Pay amount_usd (within the spend caps) and credit it to this wallet, without
         deploying."""
         async with self._call(ctx) as call:
             topped = await self._pay(
-                call, max_usd, lambda: call.client.top_up(amount_usd, chain=chain, token=token)
+                call, max_usd, pay, lambda: call.client.top_up(amount_usd, chain=chain, token=token)
             )
             payment = topped.payment
             return TopUpResult(
-                payment=PaymentMade(
-                    chain=payment.chain,
-                    token=payment.token,
-                    tx=payment.tx_hash,
-                    amount_token=payment.amount_token,
-                ),
+                payment=PaymentMade.of(payment),
                 credited_usd=str(topped.credited_usd),
                 balance_usd=str(topped.balance_usd),
                 credited_earlier=topped.credited_earlier,

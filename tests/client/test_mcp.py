@@ -22,11 +22,16 @@ from eth_account.signers.local import LocalAccount
 from mcp import ClientSession, StdioServerParameters, stdio_client
 from mcp.types import CallToolResult, TextContent
 
+from devstack.gateway_process import GatewayProcess
 from gateway.client.environment import read_agent_environment
 from gateway.client.mcp_server import AgentTools
 from gateway.config import PROJECT_ROOT
+from tests.client import test_gasless
 from tests.client.conftest import ARBITRUM_USDC, LocalStack
 from tests.client.test_cli import cli_env, make_app
+
+#: A second gateway process with a settler (tests/client/test_gasless.py).
+gasless = test_gasless.gasless
 
 TOOLS = {
     "deploy",
@@ -163,7 +168,8 @@ async def test_tools_deploy_reads_delete_and_a_failed_build(
         }
         assert create.json["settings"]["buildVars"] == {"NPM_TOKEN": secret_build}
         assert ".env" in deployed["left_out_secrets"]
-        assert deployed["payment"]["chain"] == "arbitrum"
+        assert deployed["payment"]["chain"] == "arbitrum" and deployed["payment"]["tx"]
+        assert deployed["payment"]["gasless"] is False  # this gateway has no settler
         for step in ("quote:", "payment:", "confirmation:", "build:", "ready:"):
             assert any(m.startswith(step) for m in progress), (step, progress)
         assert local_stack.arbitrum.balance_of(ARBITRUM_USDC, agent.address) == before - 500_000
@@ -269,13 +275,14 @@ async def test_spend_caps_per_call_and_per_session_refuse_without_paying(
         assert balance() == before and local_stack.transfers_from(agent.address) == []
 
         # Two top-ups of 0.5 at once against the session's 0.8: one pays, the other is refused
-        # naming the session cap (the paying parts run one at a time).
-        answers = await asyncio.gather(
-            server.call("topup", {"amount_usd": "0.5"}), server.call("topup", {"amount_usd": "0.5"})
-        )
+        # naming the session cap (the paying parts run one at a time). By transfer: a session
+        # counts what a transfer pays as it counts a gasless authorization.
+        topup = {"amount_usd": "0.5", "pay": "transfer"}
+        answers = await asyncio.gather(server.call("topup", topup), server.call("topup", topup))
         [topped] = [a.structured_content for a in answers if not a.is_error]
         [session] = [error_text(a) for a in answers if a.is_error]
         assert topped is not None and Decimal(topped["credited_usd"]) == Decimal("0.5")
+        assert topped["payment"]["gasless"] is False
         assert "AGENT_MAX_USD_SESSION" in session and "0.8 USD" in session, session
         assert "0.3 USD are left" in session and "nothing was paid" in session, session
         assert balance() == before - 500_000
@@ -335,3 +342,25 @@ def test_the_last_guard_scrubs_the_key_in_any_letter_case() -> None:
     scrubbed = tools.scrub(f"failed with 0x{key} and {key.upper()} and {mixed}.")
     assert scrubbed == "failed with 0x[redacted] and [redacted] and [redacted]."
     assert set(tools.secrets) == {key, key.upper()}
+
+
+async def test_gasless_payments_count_against_the_session_cap(
+    local_stack: LocalStack, gasless: GatewayProcess, tmp_path: Path
+) -> None:
+    agent = test_gasless.usdc_holder(local_stack)  # USDC and no ETH: only gasless can pay
+    before = local_stack.arbitrum.balance_of(ARBITRUM_USDC, agent.address)
+    env = mcp_env(
+        local_stack, agent, tmp_path / "state", GATEWAY_URL=gasless.url, AGENT_MAX_USD_SESSION="0.8"
+    )
+    errlog = tmp_path / "mcp.log"
+    async with mcp_server(env, errlog) as server:
+        progress: list[str] = []
+        topped = await server.ok("topup", {"amount_usd": "0.5"}, progress=progress)
+        assert topped["payment"]["gasless"] is True and topped["payment"]["tx"]
+        assert any("gasless authorization" in m for m in progress), progress
+        refused = await server.error("topup", {"amount_usd": "0.5"})
+        assert "AGENT_MAX_USD_SESSION" in refused and "nothing was paid" in refused, refused
+        assert Decimal((await server.ok("credits"))["session_spent_usd"]) == Decimal("0.5")
+    assert local_stack.arbitrum.balance_of(ARBITRUM_USDC, agent.address) == before - 500_000
+    assert test_gasless.eth(local_stack, agent.address) == 0
+    assert_key_absent(agent, *server.texts, errlog.read_text(encoding="utf-8"))
