@@ -42,7 +42,9 @@ from typing import Any, Protocol
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
+from eth_account.typed_transactions.typed_transaction import TypedTransaction
 from eth_typing import HexStr
+from hexbytes import HexBytes
 
 from gateway.chains import FeeCaps, Receipt, Simulation
 from gateway.config import ChainConfig, Settings, TokenConfig
@@ -59,12 +61,16 @@ from gateway.payments.authorization import (
 )
 from gateway.payments.service import PaymentCredited, PaymentService
 from gateway.store import Store
-from gateway.types import Clock, Wallet
+from gateway.types import Clock, Wallet, checksum_address
 
 log = logging.getLogger("gateway.payments.settle")
 
 #: Gas limit headroom over the estimate, in percent.
 GAS_HEADROOM_PERCENT = 25
+#: A settlement still unmined after this many sweeper re-sends is replaced: same nonce, both
+#: fee caps raised by at least this percent (nodes require +10 % to replace a pending tx).
+REPLACE_AFTER_RESENDS = 2
+REPLACE_BUMP_PERCENT = 25
 RECEIPT_POLL_SECONDS = 0.1
 
 
@@ -129,6 +135,9 @@ class SettlementJournal:
         self._keys = store.keys
         self._lease_ms = lease_seconds * 1000
         self._clock = clock
+
+    def key_of(self, chain_id: int, token: TokenConfig, authorization: Authorization) -> str:
+        return self._key(chain_id, token, authorization.payer, authorization.nonce)
 
     def _key(self, chain_id: int, token: TokenConfig, payer: str, nonce: bytes) -> str:
         return self._keys.settlement(chain_id, token.address, payer, nonce.hex())
@@ -243,7 +252,7 @@ class SettlementJournal:
     async def in_flight(self, *, older_than_ms: int, limit: int = 50) -> list[str]:
         """Settlement keys with a signed tx unfinished since before ``older_than_ms``."""
         found = await self._store.lowest(self._keys.settlements_in_flight(), limit)
-        return [key for key, recorded in found if recorded < older_than_ms]
+        return [key for key, recorded in found if recorded <= older_than_ms]
 
     async def record_at(self, key: str) -> dict[str, str]:
         return await self._store.hash(key)
@@ -251,6 +260,18 @@ class SettlementJournal:
     async def touch(self, key: str) -> None:
         """Push a swept record back in the sweeper's queue (re-sent just now)."""
         await self._store.rescore_existing(self._keys.settlements_in_flight(), key, self._now_ms())
+
+    async def count_resend(self, key: str) -> int:
+        """One more re-send of the record's current tx; how many so far."""
+        return await self._store.increment_field(key, "resends")
+
+    async def replace(self, key: str, *, old_tx: str, new_tx: str, raw: bytes) -> bool:
+        """Record ``new_tx`` (same nonce, higher fees) in place of ``old_tx``; False when the
+        record moved on meanwhile."""
+        replaced = await self._store.run(
+            "replace_settlement", [key], [old_tx, new_tx, "0x" + raw.hex(), self._now_ms()]
+        )
+        return bool(int(replaced))
 
     async def forget_in_flight(self, key: str) -> None:
         await self._store.remove_member(self._keys.settlements_in_flight(), key)
@@ -490,7 +511,13 @@ class Settler:
         reader = self._chains[chain.name]
         credit_tx = record.credit_tx or record.tx
         if record.state == "signed":
-            receipt = None if unsent else await reader.get_receipt(record.tx)
+            receipt = None
+            if not unsent:
+                key = self._journal.key_of(chain.chain_id, token, authorization)
+                mined = await self._mined(reader, await self._journal.record_at(key), record.tx)
+                if mined is not None:
+                    credit_tx, receipt = mined
+                    record = Recorded(credit_tx, record.raw, credit_tx, record.state)
             if receipt is None:
                 await reader.send_raw_transaction(record.raw)
                 receipt = await self._await_receipt(reader, record.tx)
@@ -531,6 +558,45 @@ class Settler:
                     return credited
             raise
 
+    async def _mined(
+        self, reader: SettlementChain, stored: Mapping[str, str], current: str
+    ) -> tuple[str, Receipt] | None:
+        """The one of a record's txs (the current one first, then any it replaced) that has a
+        receipt, with it; None when none is mined yet."""
+        hashes = [current] + [t for t in stored.get("txs", "").split(",") if t and t != current]
+        for tx in hashes:
+            receipt = await reader.get_receipt(tx)
+            if receipt is not None:
+                return tx, receipt
+        return None
+
+    async def _replacement(self, chain: ChainConfig, raw: bytes) -> tuple[str, bytes]:
+        """``raw`` signed again with the same nonce and fees raised past the replacement rule
+        (at least +12.5 % on both caps, and at least what the chain asks now)."""
+        fields = TypedTransaction.from_bytes(HexBytes(raw)).as_dict()
+        fresh = await self._chains[chain.name].fee_caps()
+        tip = max(
+            fresh.max_priority_fee_per_gas,
+            fields["maxPriorityFeePerGas"] * (100 + REPLACE_BUMP_PERCENT) // 100 + 1,
+        )
+        max_fee = max(
+            fresh.max_fee_per_gas, fields["maxFeePerGas"] * (100 + REPLACE_BUMP_PERCENT) // 100 + 1
+        )
+        signed = self._account.sign_transaction(
+            {
+                "type": 2,
+                "chainId": fields["chainId"],
+                "nonce": fields["nonce"],
+                "to": HexStr(checksum_address("0x" + bytes(fields["to"]).hex())),
+                "value": fields["value"],
+                "data": bytes(fields["data"]),
+                "gas": fields["gas"],
+                "maxFeePerGas": max(max_fee, tip),
+                "maxPriorityFeePerGas": tip,
+            }
+        )
+        return "0x" + bytes(signed.hash).hex(), bytes(signed.raw_transaction)
+
     async def sweep(self, *, older_than_seconds: float) -> int:
         """Re-send every settlement tx recorded more than ``older_than_seconds`` ago and still
         unmined (dropped from a mempool, or a node restarted): the same signed bytes, so never
@@ -546,11 +612,21 @@ class Settler:
                 await self._journal.forget_in_flight(key)
                 continue
             reader = self._chains[chain.name]
-            tx = record["tx"]
-            receipt = await reader.get_receipt(tx)
-            if receipt is None:
+            mined = await self._mined(reader, record, record["tx"])
+            if mined is None:
+                raw = bytes.fromhex(record["raw"][2:])
+                tx = record["tx"]
+                if await self._journal.count_resend(key) > REPLACE_AFTER_RESENDS:
+                    # Still unmined after several re-sends: underpriced. Same nonce, more fee.
+                    new_tx, new_raw = await self._replacement(chain, raw)
+                    if await self._journal.replace(key, old_tx=tx, new_tx=new_tx, raw=new_raw):
+                        log.info(
+                            "settlement replaced with higher fees",
+                            extra={"chain": chain.name, "tx": tx, "replacement": new_tx},
+                        )
+                        tx, raw = new_tx, new_raw
                 try:
-                    await reader.send_raw_transaction(bytes.fromhex(record["raw"][2:]))
+                    await reader.send_raw_transaction(raw)
                 except GatewayError as exc:
                     log.warning("settlement re-send failed", extra={"tx": tx, "error": exc.public})
                 else:
@@ -558,6 +634,7 @@ class Settler:
                     log.info("settlement re-sent", extra={"chain": chain.name, "tx": tx})
                 await self._journal.touch(key)
                 continue
+            tx, receipt = mined
             if receipt.status != 1:  # the payer's retry works out who used it (_after_revert)
                 await self._journal.forget_in_flight(key)
                 continue

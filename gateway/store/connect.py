@@ -144,6 +144,11 @@ class Store:
         with storage_errors():
             await self._redis.hset(key, name, value)
 
+    async def increment_field(self, key: str, name: str) -> int:
+        """``HINCRBY key name 1``: the new count."""
+        with storage_errors():
+            return int(await self._redis.hincrby(key, name, 1))
+
     async def set_field_if_absent(self, key: str, name: str, value: str) -> bool:
         with storage_errors():
             return bool(await self._redis.hsetnx(key, name, value))

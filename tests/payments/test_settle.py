@@ -612,6 +612,52 @@ async def test_a_dropped_settlement_is_re_sent_by_the_sweeper_and_credited_once(
         assert len(usdc_transfers(node, payer.address)) == 1
 
 
+async def test_an_underpriced_settlement_is_replaced_with_higher_fees_and_credited_once(
+    make_settings: SettingsFactory, chains: dict[str, AnvilNode]
+) -> None:
+    """Base fees rose past what the settlement offered: it stays pending through the
+    sweeper's re-sends, then is replaced (same nonce, higher fees); the replacement is mined,
+    the payer credited once, and the payer's retry finds it among the record's hashes."""
+    settings = payment_settings(
+        make_settings, chains, settler_key=SETTLER_KEY, settle_wait_seconds=0.3
+    )
+    node = chains["arbitrum"]
+    payer = gasless_payer(node)
+    authorization = sign(payer, node)
+    async with side(settings) as s:
+        node.set_automine(False)
+        with pytest.raises(PaymentRequired) as pending:
+            await settle(s, authorization)
+        first = pending.value.fields["tx"]
+        offered = int(node.rpc("eth_getTransactionByHash", [first])["maxFeePerGas"], 16)
+        node.rpc("anvil_setNextBlockBaseFeePerGas", [hex(offered * 4)])
+        node.mine(1)  # the base fee is now above what the settlement pays: it cannot be mined
+        assert node.rpc("eth_getTransactionReceipt", [first]) is None
+        for _ in range(3):  # re-sent as it is while the sweeper still hopes
+            await s.settler.sweep(older_than_seconds=0)
+        record = await s.journal.record_of(chains_chain(s), chains_token(s), authorization)
+        assert record["tx"] != first and record["txs"].split(",") == [first, record["tx"]]
+        replacement = node.rpc("eth_getTransactionByHash", [record["tx"]])
+        assert int(replacement["maxFeePerGas"], 16) > offered * 4
+        node.set_automine(True)
+        node.mine(1)
+        assert node.rpc("eth_getTransactionReceipt", [record["tx"]]) is not None
+        assert node.rpc("eth_getTransactionReceipt", [first]) is None  # same nonce: never
+
+        credited = await settle(s, authorization)  # the payer's retry
+        assert credited.tx_hash == record["tx"]
+        assert await s.gateway.balance(payer.address) == PRICE
+        assert len(usdc_transfers(node, payer.address)) == 1
+
+
+def chains_chain(s: Side) -> int:
+    return s.gateway.settings.chains["arbitrum"].chain_id
+
+
+def chains_token(s: Side) -> TokenConfig:
+    return s.gateway.settings.chains["arbitrum"].tokens["usdc"]
+
+
 async def test_claim_left_by_a_dead_holder_is_taken_over_and_the_old_holder_locked_out(
     settings: Settings, chains: dict[str, AnvilNode]
 ) -> None:

@@ -10,7 +10,8 @@ if redis.call('HGET', KEYS[1], 'holder') ~= ARGV[1] then
   return 0
 end
 redis.call('HSET', KEYS[1], 'state', ARGV[5], 'tx', ARGV[2], 'raw', ARGV[3],
-  'settler_nonce', ARGV[4], 'credit_tx', ARGV[2], 'recorded_at', ARGV[6], 'chain', ARGV[7])
+  'settler_nonce', ARGV[4], 'credit_tx', ARGV[2], 'recorded_at', ARGV[6], 'chain', ARGV[7],
+  'txs', ARGV[2])
 if ARGV[5] == 'signed' then
   redis.call('ZADD', KEYS[2], ARGV[6], KEYS[1])
 end
