@@ -135,10 +135,11 @@ class Ownership:
     async def projects_of(
         self, wallet: str, *, include_deleted: bool = False
     ) -> list[ProjectRecord]:
-        ids = await self._store.members(self._keys.wallet_projects(wallet))
+        ids = sorted(await self._store.members(self._keys.wallet_projects(wallet)))
+        raws = await self._store.hashes([self._keys.project(project_id) for project_id in ids])
         records = []
-        for project_id in sorted(ids):
-            record = await self.get(project_id)
+        for project_id, raw in zip(ids, raws, strict=True):
+            record = _record(project_id, raw) if raw else None
             if record and (include_deleted or record.status != ProjectStatus.DELETED.value):
                 records.append(record)
         return sorted(records, key=lambda r: r.created_at_ms)
