@@ -119,3 +119,30 @@ async def test_a_wallets_projects_are_read_in_two_round_trips(own_redis: str) ->
             await store.close()
     assert sorted(r.project_id for r in records) == [f"p{i}" for i in range(5)]
     assert len(writes) == 2, [e.methods for e in writes]
+
+
+async def test_single_commands_of_one_turn_share_one_round_trip(own_redis: str) -> None:
+    """GET, SET (NX), HGETALL, SMEMBERS and DEL made together go out as one pipeline with the
+    scripts of that turn, in call order, each caller getting its own reply."""
+    port = int(own_redis.rsplit(":", 1)[1].split("/")[0])
+    with LatencyProxy(port, name="redis") as proxy:
+        store = await connect_store(f"redis://127.0.0.1:{proxy.port}/0", "t:")
+        try:
+            proxy.reset()
+            results = await asyncio.gather(
+                store.put_if_absent("t:a", "1", ttl_ms=60_000),
+                store.put_if_absent("t:a", "2", ttl_ms=60_000),
+                store.get("t:a"),
+                store.put("t:b", "x", ttl_ms=60_000),
+                store.hash("t:none"),
+                store.members("t:none"),
+                store.delete("t:b"),
+                store.get("t:b"),
+                hit(store),
+            )
+            writes = proxy.snapshot()
+        finally:
+            await store.close()
+    assert results[:8] == [True, False, "1", None, {}, set(), None, None]
+    assert int(results[8][0]) == 1
+    assert len(writes) == 1, [e.methods for e in writes]
