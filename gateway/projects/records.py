@@ -125,7 +125,11 @@ class Ownership:
 
     async def require_owner(self, project_id: str, wallet: str) -> ProjectRecord:
         """The record if ``wallet`` owns it; 404 if unknown (or deleted), 403 if another's."""
-        record = await self.get(project_id)
+        return self.check_owner(await self.get(project_id), wallet)
+
+    @staticmethod
+    def check_owner(record: ProjectRecord | None, wallet: str) -> ProjectRecord:
+        """``require_owner``'s rules on a record already read."""
         if record is None or record.status == ProjectStatus.DELETED.value:
             raise NotFound("Unknown project", code="unknown_project")
         if record.wallet != wallet.lower():
