@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
@@ -196,9 +197,11 @@ def create_app(
             )
         if settings.reconcile.enabled:
             loops.append(asyncio.create_task(reconciler.run_forever(), name="reconcile"))
+        freeze_startup_heap()
         try:
             yield
         finally:
+            gc.unfreeze()
             for loop in loops:
                 loop.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -297,3 +300,17 @@ async def reconcile_now(settings: Settings, *, run: bool) -> tuple[bool, dict[st
         await createos.aclose()
         await chains.close()
         await store.close()
+
+
+def freeze_startup_heap() -> None:
+    """Move every object alive after start-up out of the garbage collector's reach.
+
+    Start-up leaves about a hundred thousand long-lived objects (web3, eth-account, Starlette,
+    the settings); each full collection walked them all, a pause of about 20 ms on the
+    reference machine that landed on whichever requests were in flight and made the
+    authenticated route's p99 several times its p50 (docs/PERFORMANCE.md). Frozen objects are
+    still freed by reference counting when unreferenced; only the cycle detector skips them.
+    The lifespan unfreezes on shutdown.
+    """
+    gc.collect()
+    gc.freeze()

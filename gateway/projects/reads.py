@@ -163,8 +163,17 @@ class Projects:
         self._names = names
         self._list_concurrency = list_concurrency
 
-    async def status(self, wallet: str, project_id: str, deployment_id: str) -> DeploymentStatus:
-        await self._require_deployment(wallet, project_id, deployment_id)
+    async def status(
+        self,
+        wallet: str,
+        project_id: str,
+        deployment_id: str,
+        *,
+        record: ProjectRecord | None = None,
+    ) -> DeploymentStatus:
+        """``record``: the project's ownership record if the caller already read it (the route
+        reads it in the same Redis round trip as the authentication); read here otherwise."""
+        await self._require_deployment(wallet, project_id, deployment_id, record)
         deployment = await _known(self._upstream.get_deployment(project_id, deployment_id))
         build_log: list[BuildLogLine] | None = None
         if deployment.status == "build_error":
@@ -223,9 +232,16 @@ class Projects:
         await self._names.release(wallet, record.unique_name)
 
     async def _require_deployment(
-        self, wallet: str, project_id: str, deployment_id: str
+        self,
+        wallet: str,
+        project_id: str,
+        deployment_id: str,
+        known: ProjectRecord | None = None,
     ) -> ProjectRecord:
-        record = await self._ownership.require_owner(project_id, wallet)
+        if known is not None and known.project_id == project_id:
+            record = self._ownership.check_owner(known, wallet)
+        else:
+            record = await self._ownership.require_owner(project_id, wallet)
         if deployment_id not in record.deployments:
             raise NotFound("Unknown deployment of this project", code="unknown_deployment")
         return record

@@ -125,14 +125,22 @@ class Ownership:
 
     async def require_project(self, project_id: str) -> ProjectRecord:
         """The record of a live project; 404 if unknown (or deleted)."""
-        record = await self.get(project_id)
+        return self.check_project(await self.get(project_id))
+
+    async def require_owner(self, project_id: str, wallet: str) -> ProjectRecord:
+        """The record if ``wallet`` owns it; 404 if unknown (or deleted), 403 if another's."""
+        return self.check_owner(await self.get(project_id), wallet)
+
+    @staticmethod
+    def check_project(record: ProjectRecord | None) -> ProjectRecord:
         if record is None or record.status == ProjectStatus.DELETED.value:
             raise NotFound("Unknown project", code="unknown_project")
         return record
 
-    async def require_owner(self, project_id: str, wallet: str) -> ProjectRecord:
-        """The record if ``wallet`` owns it; 404 if unknown (or deleted), 403 if another's."""
-        record = await self.require_project(project_id)
+    @staticmethod
+    def check_owner(record: ProjectRecord | None, wallet: str) -> ProjectRecord:
+        """``require_owner``'s rules on a record already read."""
+        record = Ownership.check_project(record)
         if record.wallet != wallet.lower():
             raise Forbidden("This project belongs to another wallet", code="not_owner")
         return record
@@ -140,10 +148,11 @@ class Ownership:
     async def projects_of(
         self, wallet: str, *, include_deleted: bool = False
     ) -> list[ProjectRecord]:
-        ids = await self._store.members(self._keys.wallet_projects(wallet))
+        ids = sorted(await self._store.members(self._keys.wallet_projects(wallet)))
+        raws = await self._store.hashes([self._keys.project(project_id) for project_id in ids])
         records = []
-        for project_id in sorted(ids):
-            record = await self.get(project_id)
+        for project_id, raw in zip(ids, raws, strict=True):
+            record = _record(project_id, raw) if raw else None
             if record and (include_deleted or record.status != ProjectStatus.DELETED.value):
                 records.append(record)
         return sorted(records, key=lambda r: r.created_at_ms)

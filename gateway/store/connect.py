@@ -51,30 +51,42 @@ class Store:
 
     async def get(self, key: str) -> str | None:
         with storage_errors():
-            value = await self._redis.get(key)
+            value = await self.scripts.command("GET", key)
         return None if value is None else str(value)
 
     async def put(self, key: str, value: str, *, ttl_ms: int) -> None:
         """Write ``value``, expiring after ``ttl_ms``."""
         with storage_errors():
-            await self._redis.set(key, value, px=ttl_ms)
+            await self.scripts.command("SET", key, value, "PX", ttl_ms)
 
     async def put_if_absent(self, key: str, value: str, *, ttl_ms: int) -> bool:
         """``SET NX PX``: True if this call wrote it (the key was free)."""
         with storage_errors():
-            return bool(await self._redis.set(key, value, nx=True, px=ttl_ms))
+            return bool(await self.scripts.command("SET", key, value, "PX", ttl_ms, "NX"))
 
     async def delete(self, key: str) -> None:
         with storage_errors():
-            await self._redis.delete(key)
+            await self.scripts.command("DEL", key)
 
     # --- hashes, sets, lists ----------------------------------------------------------------
 
     async def hash(self, key: str) -> dict[str, str]:
         """Every field of a hash; empty when the key does not exist."""
         with storage_errors():
-            raw = await self._redis.hgetall(key)
+            raw = await self.scripts.command("HGETALL", key)
         return {str(k): str(v) for k, v in raw.items()}
+
+    async def hashes(self, keys: list[str]) -> list[dict[str, str]]:
+        """Every field of each hash, in order, in one round trip (a pipeline, no MULTI: each
+        read stands alone, as ``hash`` called once per key would)."""
+        if not keys:
+            return []
+        with storage_errors():
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.hgetall(key)
+                raws = await pipe.execute()
+        return [{str(k): str(v) for k, v in raw.items()} for raw in raws]
 
     async def update_hash(
         self,
@@ -95,7 +107,7 @@ class Store:
 
     async def members(self, key: str) -> set[str]:
         with storage_errors():
-            return {str(m) for m in await self._redis.smembers(key)}
+            return {str(m) for m in await self.scripts.command("SMEMBERS", key)}
 
     async def list_range(self, key: str, start: int, stop: int) -> list[str]:
         """``LRANGE``: indexes as Redis takes them (``-1`` is the last)."""

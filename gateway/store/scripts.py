@@ -7,10 +7,13 @@ broken script fails at start-up.
 
 Calls are coalesced: every script call made in one turn of the event loop goes to Redis as one
 pipeline (EVALSHA each, no MULTI), so N concurrent requests cost one write and one read instead
-of N of each. On a small VM a socket syscall costs more than the script itself, and this is what
-keeps the authenticated path close to the bare one (docs/PERFORMANCE.md). Each script stays
-atomic on its own and the calls run in the order they were made; nothing else changes for a
-caller: it gets its own result or its own exception. A script unknown to the server (Redis was
+of N of each. The Store's single commands (GET, SET, HGETALL, SMEMBERS, DEL: ``command``) join
+the same pipeline, so the deploy lock of one request, the name owner of another and the
+balance of a third share one round trip under load. On a small VM a socket syscall costs more
+than the script itself, and this is what keeps the authenticated path close to the bare one
+(docs/PERFORMANCE.md). Each script and command stays atomic on its own and the calls run in
+the order they were made; nothing else changes for a caller: it gets its own result or its
+own exception. A script unknown to the server (Redis was
 restarted without persistence of the script cache) is re-run through redis-py's ``AsyncScript``,
 which loads it again.
 """
@@ -19,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 from importlib import resources
-from typing import Any
+from typing import Any, cast
 
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
@@ -78,11 +81,25 @@ class Scripts:
             self._in_flight.add(task)
             task.add_done_callback(self._in_flight.discard)
 
+    async def command(self, *args: Any, **options: Any) -> Any:
+        """One plain Redis command (``"GET", key``), batched with the other calls of this
+        event-loop turn; the reply is what the redis-py method of that command returns
+        (``options`` as ``execute_command`` takes them)."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending.append((None, list(args), [options], future))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+        return await future
+
     async def _send(self, batch: list[_Call]) -> None:
         if len(batch) == 1:  # nothing to coalesce: the plain call, with its NOSCRIPT reload
             script, keys, args, future = batch[0]
             try:
-                result = await script(keys=keys, args=args)
+                if script is None:
+                    result = await cast(Any, self._redis).execute_command(*keys, **args[0])
+                else:
+                    result = await script(keys=keys, args=args)
             except Exception as exc:
                 _settle(future, exc)
             else:
@@ -91,14 +108,17 @@ class Scripts:
         try:
             pipe = self._redis.pipeline(transaction=False)
             for script, keys, args, _ in batch:
-                pipe.evalsha(script.sha, len(keys), *keys, *args)
+                if script is None:
+                    cast(Any, pipe).execute_command(*keys, **args[0])  # untyped in redis-py
+                else:
+                    pipe.evalsha(script.sha, len(keys), *keys, *args)
             results = await pipe.execute(raise_on_error=False)
         except Exception as exc:  # the connection failed: each call fails as it would alone
             for *_, future in batch:
                 _settle(future, exc)
             return
         for (script, keys, args, future), result in zip(batch, results, strict=True):
-            if isinstance(result, NoScriptError):
+            if isinstance(result, NoScriptError) and script is not None:
                 try:
                     result = await script(keys=keys, args=args)  # loads it again
                 except Exception as exc:
@@ -106,7 +126,8 @@ class Scripts:
             _settle(future, result)
 
 
-_Call = tuple[AsyncScript, list[str], list[Any], "asyncio.Future[Any]"]
+#: (script, keys, args, future); a plain command is (None, its words, [options], future).
+_Call = tuple[AsyncScript | None, list[Any], list[Any], "asyncio.Future[Any]"]
 
 
 def _settle(future: asyncio.Future[Any], outcome: Any) -> None:

@@ -1,4 +1,4 @@
-"""The CreateOS adapter: the only package that imports httpx.
+"""The CreateOS adapter (over aiohttp; httpx only in the agent client).
 
 ``CreateOSClient`` speaks the REST API of docs/UPSTREAM.md; ``parse_envelope`` decides success;
 results are the frozen dataclasses of ``models``; failures are the ``Upstream*`` errors of

@@ -3,6 +3,9 @@ section 3)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -14,9 +17,22 @@ MAX_SINCE_SECONDS = 7 * 24 * 3600
 
 
 async def status(request: Request) -> Response:
-    wallet = await authenticated(request)
+    """The ownership record is read beside the authentication: both calls are made in one
+    event-loop turn, so they share one Redis round trip (``gateway.store.scripts``). The record
+    is used only once the wallet is authenticated; a failed authentication discards it."""
+    svc = services(request)
     project_id, deployment_id = _ids(request)
-    found = await services(request).projects.status(wallet.address, project_id, deployment_id)
+    record = asyncio.ensure_future(svc.ownership.get(project_id))
+    try:
+        wallet = await authenticated(request)
+    except BaseException:
+        record.cancel()
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await record
+        raise
+    found = await svc.projects.status(
+        wallet.address, project_id, deployment_id, record=await record
+    )
     return json_response(found.as_wire())
 
 

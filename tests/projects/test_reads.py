@@ -9,7 +9,9 @@ import pytest
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
+from devstack.anvil import AnvilNode
 from devstack.clock import ManualClock
+from devstack.latency_proxy import LatencyProxy
 from devstack.simulator.server import CreateOSSimulator
 from gateway.projects.reads import map_status
 from gateway.projects.records import ProjectStatus
@@ -19,11 +21,12 @@ from tests.deploy_support import (
     ONE_USD,
     deploy,
     deploy_body,
+    deploy_settings,
     files_upload,
     signed,
     status,
 )
-from tests.support import Gateway
+from tests.support import Gateway, running_gateway
 
 DEPLOYMENT = r"/v1/projects/[^/]+/deployments/[^/]+"
 ISO_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
@@ -93,6 +96,33 @@ async def test_status_maps_every_phase(
         sim_clock.advance(1.0)
     assert seen[:4] == ["queue", "building", "building", "deploying"]
     assert seen[-1] == "ready"
+
+
+async def test_status_reads_the_record_in_the_authentications_round_trip(
+    make_settings, chains: dict[str, AnvilNode], sim: CreateOSSimulator, agent: LocalAccount
+) -> None:
+    """The status route's rate limit + nonce script and its ownership read are one Redis round
+    trip; a bad signature still gets its 401 and nothing of the record."""
+    settings = deploy_settings(make_settings, chains)
+    assert settings.redis_url is not None
+    redis_port = int(settings.redis_url.rsplit(":", 1)[1].split("/")[0])
+    with LatencyProxy(redis_port, name="redis") as proxy:
+        proxied = settings.with_overrides(redis_url=f"redis://127.0.0.1:{proxy.port}/0")
+        async with running_gateway(proxied) as gw:
+            await gw.credit(agent.address, ONE_USD)
+            project_id, deployment_id = await deployed(gw, agent, "one-trip")
+            proxy.reset()
+            answer = await status(gw, agent, project_id, deployment_id)
+            writes = proxy.snapshot()
+            headers = signed(agent)
+            headers["X-Signature"] = "0x" + "11" * 65
+            refused = await gw.client.get(
+                f"/agent/deploy/{project_id}/{deployment_id}/status", headers=headers
+            )
+    assert answer.status_code == 200, answer.text
+    assert len(writes) == 1, [e.methods for e in writes]
+    assert refused.status_code == 401
+    assert project_id not in refused.text
 
 
 async def test_crashing_deployment_is_failed_with_a_reason(

@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
+from devstack.latency_proxy import LatencyProxy
 from gateway.errors import Unavailable
+from gateway.projects.records import Ownership
 from gateway.store import Store, connect_store
 from gateway.store.embedded import EmbeddedRedis
 from tests.support import raw_redis
@@ -95,3 +97,52 @@ async def test_a_lost_connection_fails_every_call_of_the_batch_as_unavailable(
         assert [type(o).__name__ for o in outcomes] == ["Unavailable"] * 3
     finally:
         await store.close()
+
+
+async def test_a_wallets_projects_are_read_in_two_round_trips(own_redis: str) -> None:
+    """``Ownership.projects_of`` (the deploy's quota count, the project list) reads the set of a
+    wallet's projects, then every record in one pipeline, however many projects it has."""
+    port = int(own_redis.rsplit(":", 1)[1].split("/")[0])
+    with LatencyProxy(port, name="redis") as proxy:
+        store = await connect_store(f"redis://127.0.0.1:{proxy.port}/0", "t:")
+        try:
+            ownership = Ownership(store)
+            wallet = "0x" + "ab" * 20
+            for index in range(5):
+                await ownership.record_project(
+                    wallet, f"p{index}", unique_name=f"name-{index}", display_name="P"
+                )
+            proxy.reset()
+            records = await ownership.projects_of(wallet)
+            writes = proxy.snapshot()
+        finally:
+            await store.close()
+    assert sorted(r.project_id for r in records) == [f"p{i}" for i in range(5)]
+    assert len(writes) == 2, [e.methods for e in writes]
+
+
+async def test_single_commands_of_one_turn_share_one_round_trip(own_redis: str) -> None:
+    """GET, SET (NX), HGETALL, SMEMBERS and DEL made together go out as one pipeline with the
+    scripts of that turn, in call order, each caller getting its own reply."""
+    port = int(own_redis.rsplit(":", 1)[1].split("/")[0])
+    with LatencyProxy(port, name="redis") as proxy:
+        store = await connect_store(f"redis://127.0.0.1:{proxy.port}/0", "t:")
+        try:
+            proxy.reset()
+            results = await asyncio.gather(
+                store.put_if_absent("t:a", "1", ttl_ms=60_000),
+                store.put_if_absent("t:a", "2", ttl_ms=60_000),
+                store.get("t:a"),
+                store.put("t:b", "x", ttl_ms=60_000),
+                store.hash("t:none"),
+                store.members("t:none"),
+                store.delete("t:b"),
+                store.get("t:b"),
+                hit(store),
+            )
+            writes = proxy.snapshot()
+        finally:
+            await store.close()
+    assert results[:8] == [True, False, "1", None, {}, set(), None, None]
+    assert int(results[8][0]) == 1
+    assert len(writes) == 1, [e.methods for e in writes]
