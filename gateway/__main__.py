@@ -114,6 +114,64 @@ def _payment(args: argparse.Namespace) -> int:
     return _operator_read(args, lambda audit: audit.payment(args.chain, args.tx))
 
 
+async def _settler_report(settings: Settings) -> dict[str, Any]:
+    """The settler account: its gas on each chain against the floor, and the settlements whose
+    signed tx is not finished (the sweeper re-sends them)."""
+    from eth_account import Account
+
+    from gateway.chains import ChainRegistry
+    from gateway.store import connect_store
+
+    assert settings.settler_key is not None and settings.redis_url is not None
+    address = Account.from_key(settings.settler_key).address
+    chains = ChainRegistry(settings.chains, timeout=settings.rpc_timeout_seconds)
+    store = await connect_store(settings.redis_url, settings.redis_key_prefix)
+    try:
+        gas: dict[str, Any] = {}
+        for name in settings.chains:
+            try:
+                wei = await chains.get(name).eth_balance(address)
+            except GatewayError as exc:
+                gas[name] = {"error": exc.public}
+                continue
+            gas[name] = {"wei": wei, "low": wei < settings.settle_min_gas_wei}
+        in_flight = await store.lowest(store.keys.settlements_in_flight(), 1000)
+    finally:
+        await chains.close()
+        await store.close()
+    return {
+        "settler": address,
+        "min_gas_wei": settings.settle_min_gas_wei,
+        "gas": gas,
+        "in_flight": len(in_flight),
+        "oldest_in_flight_ms": in_flight[0][1] if in_flight else None,
+    }
+
+
+def _settler(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config, os.environ)
+    if settings.settler_key is None:
+        raise ConfigError("GATEWAY_SETTLER_KEY", "set it to the settler key the gateway uses")
+    if settings.redis_url is None:
+        raise ConfigError("REDIS_URL", "set it to the Redis the gateway uses")
+    report = asyncio.run(_settler_report(settings))
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"settler {report['settler']} (floor {report['min_gas_wei']} wei)")
+    for name, state in report["gas"].items():
+        if "error" in state:
+            print(f"  {name}: unknown ({state['error']})")
+        else:
+            low = "  LOW: gasless offers withdrawn" if state["low"] else ""
+            print(f"  {name}: {state['wei']} wei{low}")
+    print(
+        f"settlements in flight: {report['in_flight']}"
+        + (f" (oldest {_when(report['oldest_in_flight_ms'])})" if report["in_flight"] else "")
+    )
+    return 0
+
+
 def _when(ms: int | None) -> str:
     if not ms:
         return "-"
@@ -276,6 +334,11 @@ def build_parser() -> argparse.ArgumentParser:
     payment.add_argument("tx")
     payment.add_argument("--json", action="store_true", help="print the JSON document")
     payment.set_defaults(run=_needs_server(_payment), render=render_payment)
+    settler = sub.add_parser(
+        "settler", help="the settler's gas on each chain and the settlements in flight"
+    )
+    settler.add_argument("--json", action="store_true", help="print the JSON document")
+    settler.set_defaults(run=_needs_server(_settler))
     reconcile = sub.add_parser("reconcile", help="what the reconciler's last pass found and did")
     reconcile.add_argument(
         "--run", dest="run_pass", action="store_true", help="run one pass now first"

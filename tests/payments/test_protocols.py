@@ -31,7 +31,7 @@ from gateway.config import Settings
 from gateway.payments.protocols import mpp_nonce
 from tests.deploy_support import SIM_KEY, deploy_body, signed
 from tests.payment_support import CHAIN_IDS, assert_invariants, payment_settings, token_address
-from tests.support import PAY_TO, Gateway, SettingsFactory, running_gateway
+from tests.support import LOCAL_CONFIG, PAY_TO, Gateway, SettingsFactory, running_gateway
 
 SETTLER, SETTLER_KEY = ANVIL_ACCOUNTS[7]
 RECEIPT_SIGNER, RECEIPT_KEY = ANVIL_ACCOUNTS[6]
@@ -713,3 +713,45 @@ async def raw_keys(gateway: Gateway, pattern: str) -> list[str]:
     return [
         k.decode() if isinstance(k, bytes) else k async for k in redis.scan_iter(prefix + pattern)
     ]
+
+
+def test_operator_settler_command_shows_gas_and_settlements_in_flight(
+    make_settings: SettingsFactory, chains: dict[str, AnvilNode], redis_url: str, key_prefix: str
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {
+        **os.environ,
+        "REDIS_URL": redis_url,
+        "GATEWAY_SETTLER_KEY": SETTLER_KEY,
+        "GATEWAY_CONFIG": str(LOCAL_CONFIG),
+        "GATEWAY_RPC_ARBITRUM": chains["arbitrum"].url,
+        "GATEWAY_RPC_BASE": chains["base"].url,
+    }
+    chains["base"].set_balance(SETTLER, 10**9)
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway", "settler", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["settler"] == SETTLER
+    assert report["gas"]["base"] == {"wei": 10**9, "low": True}
+    assert report["gas"]["arbitrum"]["low"] is False
+    assert isinstance(report["in_flight"], int)
+    text = subprocess.run(
+        [sys.executable, "-m", "gateway", "settler"], env=env, capture_output=True, text=True
+    )
+    assert "base: 1000000000 wei  LOW: gasless offers withdrawn" in text.stdout
+    unset = subprocess.run(
+        [sys.executable, "-m", "gateway", "settler"],
+        env={k: v for k, v in env.items() if k != "GATEWAY_SETTLER_KEY"},
+        capture_output=True,
+        text=True,
+    )
+    assert unset.returncode == 2 and "GATEWAY_SETTLER_KEY" in unset.stderr
