@@ -28,14 +28,16 @@ from devstack.simulator.server import CreateOSSimulator
 from gateway.client.receipts import ReceiptInvalid, verify_receipt
 from gateway.client.signing import auth_headers
 from gateway.config import Settings
+from gateway.payments.authorization import TRANSFER_WITH_AUTHORIZATION_FIELDS
 from gateway.payments.protocols import mpp_nonce
 from tests.deploy_support import SIM_KEY, deploy_body, signed
-from tests.payment_support import CHAIN_IDS, assert_invariants, payment_settings, token_address
+from tests.payment_support import CHAIN_IDS, assert_invariants, payment_settings
+from tests.payments.test_settle import chain_nonce as settler_nonce
+from tests.payments.test_settle import gasless_payer, usdc_transfers
 from tests.support import LOCAL_CONFIG, PAY_TO, Gateway, SettingsFactory, running_gateway
 
 SETTLER, SETTLER_KEY = ANVIL_ACCOUNTS[7]
 RECEIPT_SIGNER, RECEIPT_KEY = ANVIL_ACCOUNTS[6]
-TRANSFER_TOPIC = "0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef"
 PRICE_UNITS = 500_000  # config/local.toml: 0.50 USD a month, USDC has 6 decimals
 STANDARD_BASE64 = re.compile(r"^[A-Za-z0-9+/]*={0,2}$")
 
@@ -73,35 +75,8 @@ async def gw(
         await assert_invariants(gateway)
 
 
-def gasless_payer(node: AnvilNode, units: int = 5_000_000) -> LocalAccount:
-    """A fresh wallet holding USDC and no ETH at all."""
-    account: LocalAccount = Account.create()
-    node.mint(token_address(node, "usdc"), account.address, units)
-    return account
-
-
 def eth_balance(node: AnvilNode, address: str) -> int:
     return int(node.rpc("eth_getBalance", [address, "latest"]), 16)
-
-
-def settler_nonce(node: AnvilNode) -> int:
-    return int(node.rpc("eth_getTransactionCount", [SETTLER, "pending"]), 16)
-
-
-def usdc_transfers(node: AnvilNode, sender: str) -> list[dict[str, Any]]:
-    pad = "0x" + "0" * 24
-    logs: list[dict[str, Any]] = node.rpc(
-        "eth_getLogs",
-        [
-            {
-                "address": token_address(node, "usdc"),
-                "fromBlock": "0x0",
-                "toBlock": "latest",
-                "topics": [TRANSFER_TOPIC, pad + sender[2:].lower(), pad + PAY_TO[2:].lower()],
-            }
-        ],
-    )
-    return logs
 
 
 def b64json(value: str) -> Any:
@@ -435,16 +410,7 @@ def mpp_credential(
         "chainId": request["methodDetails"]["chainId"],
         "verifyingContract": request["currency"],
     }
-    types = {
-        "TransferWithAuthorization": [
-            {"name": "from", "type": "address"},
-            {"name": "to", "type": "address"},
-            {"name": "value", "type": "uint256"},
-            {"name": "validAfter", "type": "uint256"},
-            {"name": "validBefore", "type": "uint256"},
-            {"name": "nonce", "type": "bytes32"},
-        ]
-    }
+    types = {"TransferWithAuthorization": TRANSFER_WITH_AUTHORIZATION_FIELDS}
     signature = Account.sign_typed_data(key or payer.key, domain, types, message).signature
     credential = {
         "challenge": {k: challenge[k] for k in challenge},

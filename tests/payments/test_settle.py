@@ -24,7 +24,11 @@ from eth_account.signers.local import LocalAccount
 from devstack.anvil import ANVIL_ACCOUNTS, AnvilNode
 from gateway.config import ChainConfig, Settings, TokenConfig
 from gateway.errors import Conflict, PaymentRequired
-from gateway.payments.authorization import Authorization, transfer_calldata
+from gateway.payments.authorization import (
+    TRANSFER_WITH_AUTHORIZATION_FIELDS,
+    Authorization,
+    transfer_calldata,
+)
 from gateway.payments.service import PaymentCredited
 from gateway.payments.settle import Busy, Claimed, Recorded, SettlementJournal, Settler
 from gateway.types import Wallet
@@ -114,16 +118,7 @@ def sign(
         "chainId": chain_id or node.chain_id,
         "verifyingContract": token_address(node, "usdc"),
     }
-    types = {
-        "TransferWithAuthorization": [
-            {"name": "from", "type": "address"},
-            {"name": "to", "type": "address"},
-            {"name": "value", "type": "uint256"},
-            {"name": "validAfter", "type": "uint256"},
-            {"name": "validBefore", "type": "uint256"},
-            {"name": "nonce", "type": "bytes32"},
-        ]
-    }
+    types = {"TransferWithAuthorization": TRANSFER_WITH_AUTHORIZATION_FIELDS}
     signed = Account.sign_typed_data(key or payer.key, domain, types, message)
     return Authorization(
         payer=message["from"],
