@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import gc
 import os
+import warnings
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -311,6 +312,12 @@ def freeze_startup_heap() -> None:
     authenticated route's p99 several times its p50 (docs/PERFORMANCE.md). Frozen objects are
     still freed by reference counting when unreferenced; only the cycle detector skips them.
     The lifespan unfreezes on shutdown.
+
+    The collection first (so no garbage is frozen) may finalize objects that code run earlier
+    in the same process leaked, such as a socket a test left open; their ResourceWarnings are
+    that code's, not the start-up's, and must not fail it.
     """
-    gc.collect()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()
     gc.freeze()
