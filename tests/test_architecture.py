@@ -56,3 +56,20 @@ def test_each_forbidden_list_names_every_module_but_the_allowed(prefix: str) -> 
     assert sources & TOP_LEVEL == expected, (
         f"missing: {sorted(expected - sources)}, extra: {sorted((sources & TOP_LEVEL) - expected)}"
     )
+
+
+def test_no_tracked_file_holds_a_merge_conflict_marker() -> None:
+    """A merge resolved in a hurry must not land its markers (docs included)."""
+    import subprocess
+
+    from gateway.config import PROJECT_ROOT
+
+    found = subprocess.run(
+        ["git", "grep", "-n", "-E", "^(<<<<<<< |>>>>>>> |=======$)"],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+    )
+    if found.returncode == 128:  # not a git checkout (an installed copy): nothing to check
+        return
+    assert found.stdout == "", found.stdout
