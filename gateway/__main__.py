@@ -35,7 +35,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     settings = load_settings(args.config, os.environ)
     embedded: EmbeddedRedis | None = None
-    if settings.redis_url is None:
+    if not settings.redis_configured:
         try:
             embedded = EmbeddedRedis(settings.embedded_redis_dir).start()
         except EmbeddedRedisError as exc:
@@ -77,8 +77,7 @@ async def _with_audit(settings: Settings, read: Callable[[Any], Awaitable[Any]])
     from gateway.projects.records import Ownership
     from gateway.store import connect_store
 
-    assert settings.redis_url is not None
-    store = await connect_store(settings.redis_url, settings.redis_key_prefix)
+    store = await connect_store(settings.redis_connection, settings.redis_key_prefix)
     try:
         return await read(Audit(settings, Ledger(store), Ownership(store)))
     finally:
@@ -87,8 +86,8 @@ async def _with_audit(settings: Settings, read: Callable[[Any], Awaitable[Any]])
 
 def _operator_read(args: argparse.Namespace, read: Callable[[Any], Awaitable[Any]]) -> int:
     settings = load_settings(args.config, os.environ)
-    if settings.redis_url is None:
-        raise ConfigError("REDIS_URL", "set it to the Redis the gateway uses")
+    if not settings.redis_configured:
+        raise ConfigError("REDIS_URL", "set it (or REDIS_SENTINELS / REDIS_CLUSTER_NODES)")
     try:
         document = asyncio.run(_with_audit(settings, read))
     except GatewayError as exc:

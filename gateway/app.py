@@ -57,16 +57,16 @@ def create_app(
 
     ``upstream``: a CreateOS client to use instead of the one built from settings (tests);
     the caller keeps ownership of it and closes it."""
-    if not settings.redis_url:
-        raise ConfigError("REDIS_URL", "create_app needs a Redis URL")
-    redis_url = settings.redis_url
+    if not settings.redis_configured:
+        raise ConfigError("REDIS_URL", "create_app needs a Redis (URL, Sentinels or Cluster)")
+    redis_connection = settings.redis_connection
     metrics = GatewayMetrics()
     register_secret(settings.createos_api_key)  # never in a log line, whatever logs it
     register_secret(settings.admin_token)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        store = await connect_store(redis_url, settings.redis_key_prefix)
+        store = await connect_store(redis_connection, settings.redis_key_prefix)
         chains = ChainRegistry(
             settings.chains,
             timeout=settings.rpc_timeout_seconds,

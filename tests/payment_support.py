@@ -141,5 +141,5 @@ async def assert_rejected(
     assert "amount_usd" not in body and "pay_to" not in body  # never a fresh quote
     assert await gateway.balance(wallet) == 0
     assert await gateway.services.ledger.entries(wallet) == []
-    assert await gateway.services.ledger.claim_state(chain_id, tx.lower()) is None
+    assert await gateway.services.ledger.claim_state(chain_id, tx.lower(), wallet) is None
     return body

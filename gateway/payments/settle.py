@@ -181,6 +181,7 @@ class SettlementJournal:
                 "signed" if raw else "foreign",
                 self._now_ms(),
             ],
+            durable=True,  # the broadcast rests on it
         )
         return bool(int(recorded))
 
@@ -210,7 +211,10 @@ class SettlementJournal:
 
     async def next_settler_nonce(self, chain_id: int, settler: str, chain_pending: int) -> int:
         nonce = await self._store.run(
-            "next_settler_nonce", [self._keys.settler_nonce(chain_id, settler)], [chain_pending]
+            "next_settler_nonce",
+            [self._keys.settler_nonce(chain_id, settler)],
+            [chain_pending],
+            durable=True,  # a signed tx rests on it
         )
         return int(nonce)
 

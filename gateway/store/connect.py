@@ -4,23 +4,40 @@
 values, return plain Python values, and map every Redis or socket failure to ``Unavailable``
 (503 "Storage unavailable") themselves, so no caller sees a Redis exception. Anything that must
 be atomic across several keys or a read-and-write is a Lua script (``run``).
+
+``connect_store`` opens one of three topologies (``config.RedisConnection``): one server by
+URL, the master a set of Sentinels names (redis-py's ``Sentinel.master_for``: the client
+follows a promotion), or a Redis Cluster (redis-py's ``RedisCluster``; keys are slot-safe by
+``keys.py`` and the scripts batch per node, ``scripts.py``). Password and TLS apply to each.
+
+Durable writes: with ``min_replica_acks`` > 0, a write made with ``durable=True`` or inside
+``with store.durable():`` is followed by ``WAIT`` on the same connection and fails with 503
+(``Unavailable``) when too few replicas acknowledged it, so the caller does nothing
+irreversible (a CreateOS create, an upload, a broadcast, a 200) on a write a failover may drop.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from gateway.config import RedisConnection
 from gateway.errors import Unavailable
 from gateway.headers import RETRY_AFTER
 from gateway.store.keys import KeySpace
 from gateway.store.scripts import Scripts
+
+#: Set inside ``Store.durable()``: every write of this task (and the tasks it starts) is durable.
+_DURABLE: contextvars.ContextVar[bool] = contextvars.ContextVar("durable_writes", default=False)
 
 
 @contextlib.contextmanager
@@ -37,15 +54,39 @@ def storage_errors() -> Iterator[None]:
 class Store:
     """The Redis connection, its key space and its scripts."""
 
-    def __init__(self, redis: Redis, keys: KeySpace, scripts: Scripts) -> None:
+    def __init__(
+        self, redis: Redis | RedisCluster, keys: KeySpace, scripts: Scripts, *, topology: str = ""
+    ) -> None:
         self._redis = redis
         self.keys = keys
         self.scripts = scripts
+        self.topology = topology or ("cluster" if isinstance(redis, RedisCluster) else "single")
 
-    async def run(self, script: str, keys: list[str], args: list[Any]) -> Any:
-        """Run a Lua script by name (one atomic step)."""
+    # --- durability -------------------------------------------------------------------------
+
+    @property
+    def replica_acks(self) -> int:
+        """Replicas a durable write must reach (0: none asked, a single server)."""
+        return self.scripts.replica_acks
+
+    @contextlib.contextmanager
+    def durable(self) -> Iterator[None]:
+        """Every write in this block (and in tasks started from it) waits for the replicas."""
+        token = _DURABLE.set(True)
+        try:
+            yield
+        finally:
+            _DURABLE.reset(token)
+
+    def _is_durable(self, durable: bool) -> bool:
+        return self.scripts.replica_acks > 0 and (durable or _DURABLE.get())
+
+    async def run(
+        self, script: str, keys: list[str], args: list[Any], *, durable: bool = False
+    ) -> Any:
+        """Run a Lua script by name (one atomic step); ``durable``: see the module doc."""
         with storage_errors():
-            return await self.scripts.run(script, keys, args)
+            return await self.scripts.run(script, keys, args, durable=self._is_durable(durable))
 
     # --- strings --------------------------------------------------------------------------
 
@@ -54,14 +95,22 @@ class Store:
             value = await self._redis.get(key)
         return None if value is None else str(value)
 
-    async def put(self, key: str, value: str, *, ttl_ms: int) -> None:
-        """Write ``value``, expiring after ``ttl_ms``."""
+    async def put(self, key: str, value: str, *, ttl_ms: int | None, durable: bool = False) -> None:
+        """Write ``value``, expiring after ``ttl_ms`` (None: kept for good)."""
+        expiry = () if ttl_ms is None else ("PX", ttl_ms)
         with storage_errors():
-            await self._redis.set(key, value, px=ttl_ms)
+            if self._is_durable(durable):
+                await self.scripts.write(key, "SET", key, value, *expiry)
+            else:
+                await self._redis.execute_command("SET", key, value, *expiry)
 
-    async def put_if_absent(self, key: str, value: str, *, ttl_ms: int) -> bool:
+    async def put_if_absent(
+        self, key: str, value: str, *, ttl_ms: int, durable: bool = False
+    ) -> bool:
         """``SET NX PX``: True if this call wrote it (the key was free)."""
         with storage_errors():
+            if self._is_durable(durable):
+                return bool(await self.scripts.write(key, "SET", key, value, "NX", "PX", ttl_ms))
             return bool(await self._redis.set(key, value, nx=True, px=ttl_ms))
 
     async def delete(self, key: str) -> None:
@@ -84,18 +133,30 @@ class Store:
         set_once: Mapping[str, str | int],
         ttl_ms: int,
     ) -> None:
-        """Write ``fields``, ``set_once`` only where absent, and renew the TTL, in one MULTI."""
-        with storage_errors():
-            async with self._redis.pipeline(transaction=True) as pipe:
-                for name, value in set_once.items():
-                    pipe.hsetnx(key, name, value)
-                pipe.hset(key, mapping=dict(fields))  # type: ignore[arg-type]
-                pipe.pexpire(key, ttl_ms)
-                await pipe.execute()
+        """Write ``fields``, ``set_once`` only where absent, and renew the TTL, in one step."""
+        args: list[Any] = [ttl_ms, len(set_once)]
+        for name, value in set_once.items():
+            args += [name, value]
+        for name, value in fields.items():
+            args += [name, value]
+        await self.run("update_hash", [key], args)
 
     async def members(self, key: str) -> set[str]:
         with storage_errors():
             return {str(m) for m in await self._redis.smembers(key)}
+
+    async def add_member(self, key: str, member: str, *, durable: bool = False) -> None:
+        """``SADD``: a global index entry, written outside any script (see ``keys.py``)."""
+        with storage_errors():
+            if self._is_durable(durable):
+                await self.scripts.write(key, "SADD", key, member)
+            else:
+                await self._redis.sadd(key, member)
+
+    async def drop_member(self, key: str, member: str) -> None:
+        """``SREM`` from a set."""
+        with storage_errors():
+            await self._redis.srem(key, member)
 
     async def list_range(self, key: str, start: int, stop: int) -> list[str]:
         """``LRANGE``: indexes as Redis takes them (``-1`` is the last)."""
@@ -103,7 +164,7 @@ class Store:
             return [str(item) for item in await self._redis.lrange(key, start, stop)]
 
     async def get_with_list(self, key: str, list_key: str) -> tuple[str | None, list[str]]:
-        """A string and a whole list read in one MULTI: one consistent snapshot of both."""
+        """A string and a whole list read in one MULTI (one slot): one consistent snapshot."""
         with storage_errors():
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.get(key)
@@ -118,6 +179,14 @@ class Store:
         with storage_errors():
             raw = await self._redis.zrange(key, 0, count - 1, withscores=True)
         return [(str(pair[0]), int(pair[1])) for pair in raw]
+
+    async def add_scored(self, key: str, member: str, score: int, *, durable: bool = False) -> None:
+        """``ZADD``: a member with its score (added or rescored)."""
+        with storage_errors():
+            if self._is_durable(durable):
+                await self.scripts.write(key, "ZADD", key, score, member)
+            else:
+                await self._redis.zadd(key, {member: score})
 
     async def rescore_existing(self, key: str, member: str, score: int) -> None:
         """Change a member's score; no-op when the member is gone (``ZADD XX``)."""
@@ -140,19 +209,66 @@ class Store:
         await self._redis.aclose()
 
 
-async def connect_store(url: str, prefix: str) -> Store:
-    """Connect, check the server answers and register every script."""
-    # retry=0: a command whose reply is lost is never sent again behind our back. Several
-    # scripts move money (an adjustment has no guard of its own), so a lost reply must surface
-    # as a 503 the client can look into, not as a silent second run.
-    redis = Redis.from_url(
-        url, decode_responses=True, health_check_interval=30, retry=Retry(NoBackoff(), 0)
-    )
+async def connect_store(target: str | RedisConnection, prefix: str) -> Store:
+    """Connect (a URL, or a ``RedisConnection`` naming any topology), check the server
+    answers and register every script."""
+    connection = RedisConnection(url=target) if isinstance(target, str) else target
+    if "{" in prefix or "}" in prefix:
+        raise ValueError("a key prefix must not contain a hash tag brace")
+    redis = _client(connection)
     try:
         await redis.ping()
-        scripts = Scripts(redis)
+        scripts = Scripts(
+            redis,
+            replica_acks=connection.min_replica_acks,
+            replica_timeout_ms=connection.replica_ack_timeout_ms,
+        )
         await scripts.register()
     except (RedisError, OSError) as exc:
         await redis.aclose()
-        raise Unavailable("Storage unavailable", internal=f"redis at {url}: {exc!r}") from exc
-    return Store(redis, KeySpace(prefix), scripts)
+        raise Unavailable(
+            "Storage unavailable", internal=f"redis at {connection.describe()}: {exc!r}"
+        ) from exc
+    return Store(redis, KeySpace(prefix), scripts, topology=connection.topology)
+
+
+def _client(connection: RedisConnection) -> Redis | RedisCluster:
+    """The redis-py client of one topology. No retries anywhere: a command whose reply is
+    lost is never sent again behind our back. Several scripts move money (an adjustment has no
+    guard of its own), so a lost reply must surface as a 503 the client can look into, not as
+    a silent second run."""
+    no_retry = Retry(NoBackoff(), 0)
+    common: dict[str, Any] = {
+        "decode_responses": True,
+        "health_check_interval": 30,
+        "retry": no_retry,
+    }
+    auth: dict[str, Any] = {}
+    if connection.username:
+        auth["username"] = connection.username
+    if connection.password:
+        auth["password"] = connection.password
+    tls: dict[str, Any] = {}
+    if connection.tls:
+        tls["ssl"] = True
+        if connection.tls_ca_file:
+            tls["ssl_ca_certs"] = connection.tls_ca_file
+    if connection.sentinels:
+        sentinel_kwargs: dict[str, Any] = {"decode_responses": True, "retry": no_retry, **tls}
+        if connection.sentinel_password:
+            sentinel_kwargs["password"] = connection.sentinel_password
+        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            list(connection.sentinels),
+            sentinel_kwargs=sentinel_kwargs,
+            socket_timeout=5,
+            socket_connect_timeout=2,
+        )
+        assert connection.sentinel_master is not None
+        master: Redis = sentinel.master_for(connection.sentinel_master, **common, **auth, **tls)
+        return master
+    if connection.cluster_nodes:
+        nodes = [ClusterNode(host, port) for host, port in connection.cluster_nodes]
+        return RedisCluster(startup_nodes=nodes, **common, **auth, **tls)
+    assert connection.url is not None
+    url_tls = {k: v for k, v in tls.items() if k != "ssl"}  # the scheme says rediss://
+    return Redis.from_url(connection.url, **common, **auth, **url_tls)
