@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -45,7 +46,7 @@ class RedisServer:
         self.binary = binary
         self.args = args
         self.sentinel = sentinel
-        self.port = _free_port()
+        self.port = _free_port(cluster_bus="--cluster-enabled" in args)
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -126,9 +127,9 @@ class RedisClusterStack:
         for i, server in enumerate(self.servers):
             low = i * share
             high = 16383 if i == len(self.servers) - 1 else (i + 1) * share - 1
-            server.client().execute_command("CLUSTER", "ADDSLOTSRANGE", low, high)
+            server.client().cluster("ADDSLOTSRANGE", low, high)
             if server is not first:
-                server.client().execute_command("CLUSTER", "MEET", "127.0.0.1", first.port)
+                server.client().cluster("MEET", "127.0.0.1", first.port)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             states = [server.client().cluster("info")["cluster_state"] for server in self.servers]
@@ -190,7 +191,8 @@ class ReplicatedRedis:
             if not sentinel.alive:
                 continue
             with contextlib.suppress(redis.RedisError):
-                _, port = sentinel.client().sentinel_get_master_addr_by_name(SENTINEL_MASTER)
+                answer = sentinel.client().sentinel_get_master_addr_by_name(SENTINEL_MASTER)
+                port = answer[1] if isinstance(answer, tuple | list) else 0
                 for server in self.data_servers:
                     if server.port == int(port):
                         return server
@@ -232,6 +234,8 @@ class ReplicatedRedis:
             return False
         for sentinel in self.sentinels:
             master = sentinel.client().sentinel_master(SENTINEL_MASTER)
+            if not isinstance(master, dict):
+                return False
             if int(master["num-slaves"]) < replicas:
                 return False
             if int(master["num-other-sentinels"]) < len(self.sentinels) - 1:
@@ -266,10 +270,23 @@ class ReplicatedRedis:
         self.stop()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def _free_port(*, cluster_bus: bool = False) -> int:
+    """A free loopback port; with ``cluster_bus`` one at most 55535 whose +10000 (the cluster
+    bus port Redis derives from it) is free too."""
+    if not cluster_bus:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            return int(sock.getsockname()[1])
+    for _ in range(200):
+        port = random.randint(20_000, 55_535)
+        with socket.socket() as low, socket.socket() as high:
+            try:
+                low.bind(("127.0.0.1", port))
+                high.bind(("127.0.0.1", port + 10_000))
+            except OSError:
+                continue
+            return port
+    raise TopologyError("no free port pair for a cluster node")
 
 
 def _tail(path: Path) -> str:

@@ -146,12 +146,9 @@ class Store:
             return {str(m) for m in await self._redis.smembers(key)}
 
     async def add_member(self, key: str, member: str, *, durable: bool = False) -> None:
-        """``SADD``: a global index entry, written outside any script (see ``keys.py``)."""
-        with storage_errors():
-            if self._is_durable(durable):
-                await self.scripts.write(key, "SADD", key, member)
-            else:
-                await self._redis.sadd(key, member)
+        """``SADD``: a global index entry, written outside any money script (``keys.py``);
+        coalesced with the scripts of its turn."""
+        await self.run("add_member", [key], [member], durable=durable)
 
     async def drop_member(self, key: str, member: str) -> None:
         """``SREM`` from a set."""
@@ -181,12 +178,8 @@ class Store:
         return [(str(pair[0]), int(pair[1])) for pair in raw]
 
     async def add_scored(self, key: str, member: str, score: int, *, durable: bool = False) -> None:
-        """``ZADD``: a member with its score (added or rescored)."""
-        with storage_errors():
-            if self._is_durable(durable):
-                await self.scripts.write(key, "ZADD", key, score, member)
-            else:
-                await self._redis.zadd(key, {member: score})
+        """``ZADD``: a member with its score (added or rescored); coalesced like a script."""
+        await self.run("add_scored", [key], [member, score], durable=durable)
 
     async def rescore_existing(self, key: str, member: str, score: int) -> None:
         """Change a member's score; no-op when the member is gone (``ZADD XX``)."""
