@@ -26,8 +26,8 @@ from eth_account.signers.local import LocalAccount
 from hypothesis import settings as hypothesis_settings
 
 from devstack.anvil import AnvilNode, AnvilNotFound, find_anvil_binary
-from gateway.config import PROJECT_ROOT, Settings, load_settings
 from devstack.redis_topology import RedisClusterStack, ReplicatedRedis
+from gateway.config import PROJECT_ROOT, Settings, load_settings
 from gateway.store.embedded import EmbeddedRedis, EmbeddedRedisError, find_redis_server
 from tests.support import LOCAL_CONFIG, SettingsFactory, running_gateway
 
