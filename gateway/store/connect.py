@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
@@ -55,9 +55,16 @@ class Store:
     """The Redis connection, its key space and its scripts."""
 
     def __init__(
-        self, redis: Redis | RedisCluster, keys: KeySpace, scripts: Scripts, *, topology: str = ""
+        self,
+        redis: Redis | RedisCluster,
+        keys: KeySpace,
+        scripts: Scripts,
+        *,
+        topology: str = "",
+        sentinels: Sequence[Redis] = (),
     ) -> None:
         self._redis = redis
+        self._sentinels = tuple(sentinels)
         self.keys = keys
         self.scripts = scripts
         self.topology = topology or ("cluster" if isinstance(redis, RedisCluster) else "single")
@@ -200,6 +207,8 @@ class Store:
 
     async def close(self) -> None:
         await self._redis.aclose()
+        for sentinel in self._sentinels:
+            await sentinel.aclose()
 
 
 async def connect_store(target: str | RedisConnection, prefix: str) -> Store:
@@ -208,7 +217,7 @@ async def connect_store(target: str | RedisConnection, prefix: str) -> Store:
     connection = RedisConnection(url=target) if isinstance(target, str) else target
     if "{" in prefix or "}" in prefix:
         raise ValueError("a key prefix must not contain a hash tag brace")
-    redis = _client(connection)
+    redis, sentinels = _client(connection)
     try:
         await redis.ping()
         scripts = Scripts(
@@ -219,14 +228,18 @@ async def connect_store(target: str | RedisConnection, prefix: str) -> Store:
         await scripts.register()
     except (RedisError, OSError) as exc:
         await redis.aclose()
+        for sentinel in sentinels:
+            await sentinel.aclose()
         raise Unavailable(
             "Storage unavailable", internal=f"redis at {connection.describe()}: {exc!r}"
         ) from exc
-    return Store(redis, KeySpace(prefix), scripts, topology=connection.topology)
+    return Store(
+        redis, KeySpace(prefix), scripts, topology=connection.topology, sentinels=sentinels
+    )
 
 
-def _client(connection: RedisConnection) -> Redis | RedisCluster:
-    """The redis-py client of one topology. No retries anywhere: a command whose reply is
+def _client(connection: RedisConnection) -> tuple[Redis | RedisCluster, list[Redis]]:
+    """The redis-py client of one topology (and the Sentinels' clients, to close). No retries anywhere: a command whose reply is
     lost is never sent again behind our back. Several scripts move money (an adjustment has no
     guard of its own), so a lost reply must surface as a 503 the client can look into, not as
     a silent second run."""
@@ -258,10 +271,10 @@ def _client(connection: RedisConnection) -> Redis | RedisCluster:
         )
         assert connection.sentinel_master is not None
         master: Redis = sentinel.master_for(connection.sentinel_master, **common, **auth, **tls)
-        return master
+        return master, list(sentinel.sentinels)
     if connection.cluster_nodes:
         nodes = [ClusterNode(host, port) for host, port in connection.cluster_nodes]
-        return RedisCluster(startup_nodes=nodes, **common, **auth, **tls)
+        return RedisCluster(startup_nodes=nodes, **common, **auth, **tls), []
     assert connection.url is not None
     url_tls = {k: v for k, v in tls.items() if k != "ssl"}  # the scheme says rediss://
-    return Redis.from_url(connection.url, **common, **auth, **url_tls)
+    return Redis.from_url(connection.url, **common, **auth, **url_tls), []
