@@ -239,10 +239,11 @@ async def connect_store(target: str | RedisConnection, prefix: str) -> Store:
 
 
 def _client(connection: RedisConnection) -> tuple[Redis | RedisCluster, list[Redis]]:
-    """The redis-py client of one topology (and the Sentinels' clients, to close). No retries
-    anywhere: a command whose reply is lost is never sent again behind our back. Several scripts move money (an adjustment has no
-    guard of its own), so a lost reply must surface as a 503 the client can look into, not as
-    a silent second run."""
+    """The redis-py client of one topology (and the Sentinels' clients, to close).
+
+    No retries anywhere: a command whose reply is lost is never sent again behind our back.
+    Several scripts move money (an adjustment has no guard of its own), so a lost reply must
+    surface as a 503 the client can look into, not as a silent second run."""
     no_retry = Retry(NoBackoff(), 0)
     common: dict[str, Any] = {
         "decode_responses": True,
