@@ -18,6 +18,7 @@ irreversible (a CreateOS create, an upload, a broadcast, a 200) on a write a fai
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import contextvars
 from collections.abc import Iterator, Mapping, Sequence
@@ -65,6 +66,7 @@ class Store:
     ) -> None:
         self._redis = redis
         self._sentinels = tuple(sentinels)
+        self._releasing: set[asyncio.Task[None]] = set()
         self.keys = keys
         self.scripts = scripts
         self.topology = topology or ("cluster" if isinstance(redis, RedisCluster) else "single")
@@ -94,6 +96,28 @@ class Store:
         """Run a Lua script by name (one atomic step); ``durable``: see the module doc."""
         with storage_errors():
             return await self.scripts.run(script, keys, args, durable=self._is_durable(durable))
+
+    async def release(self, key: str, token: str) -> None:
+        """Delete ``key`` if it still holds ``token`` (a lock, a lease). Re-sending this is
+        safe (compare-and-delete), unlike most writes: if Redis is unreachable now (a failover
+        under way), it is retried in the background for up to a minute, so a lock does not
+        outlive its holder's request by its whole TTL, and the caller's own error stands."""
+        try:
+            await self.run("release_lock", [key], [token])
+        except Unavailable:
+            task = asyncio.ensure_future(self._release_later(key, token))
+            self._releasing.add(task)
+            task.add_done_callback(self._releasing.discard)
+
+    async def _release_later(self, key: str, token: str) -> None:
+        delay = 0.5
+        for _ in range(12):
+            await asyncio.sleep(delay)
+            try:
+                await self.run("release_lock", [key], [token])
+                return
+            except Unavailable:
+                delay = min(delay * 2, 8.0)
 
     # --- strings --------------------------------------------------------------------------
 
@@ -206,6 +230,8 @@ class Store:
             return False
 
     async def close(self) -> None:
+        for task in list(self._releasing):
+            task.cancel()
         await self._redis.aclose()
         for sentinel in self._sentinels:
             await sentinel.aclose()
