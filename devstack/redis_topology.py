@@ -186,7 +186,9 @@ class ReplicatedRedis:
         return ",".join(sentinel.address for sentinel in self.sentinels)
 
     def primary(self) -> RedisServer:
-        """The data server the Sentinels name as master now."""
+        """The data server the Sentinels name as master now (without Sentinels: the first)."""
+        if not self.sentinels:
+            return self.data_servers[0]
         for sentinel in self.sentinels:
             if not sentinel.alive:
                 continue

@@ -32,6 +32,7 @@ ENV_OVERRIDES = (
     "REDIS_SENTINEL_PASSWORD",
     "REDIS_TLS",
     "REDIS_TLS_CA_FILE",
+    "REDIS_MIN_REPLICA_ACKS",
     "CREATEOS_API_URL",
     "CREATEOS_API_KEY",
     "GATEWAY_PAY_TO",
@@ -414,6 +415,11 @@ def _redis_connection(reader: _Reader, env: Mapping[str, str]) -> RedisConnectio
     if url and url.startswith("redis://") and tls_text in ("true", "1", "yes"):
         raise ConfigError("REDIS_TLS", "REDIS_URL says redis:// (plain); use rediss:// for TLS")
     acks = reader.get_int("redis.min_replica_acks", default=0, low=0, high=16)
+    acks_text = env.get("REDIS_MIN_REPLICA_ACKS", "").strip()
+    if acks_text:
+        if not acks_text.isdigit() or int(acks_text) > 16:
+            raise ConfigError("REDIS_MIN_REPLICA_ACKS", "must be an integer from 0 to 16")
+        acks = int(acks_text)
     return RedisConnection(
         url=url,
         sentinels=sentinels,

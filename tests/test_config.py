@@ -103,6 +103,7 @@ def test_every_environment_override(tmp_path: Path) -> None:
             "REDIS_TLS_CA_FILE",
         ),
         ({"redis.min_replica_acks": -1}, ENV, "redis.min_replica_acks"),
+        ({}, {**ENV, "REDIS_MIN_REPLICA_ACKS": "one"}, "REDIS_MIN_REPLICA_ACKS"),
         ({"redis.replica_ack_timeout_ms": 0}, ENV, "redis.replica_ack_timeout_ms"),
         ({}, {**ENV, "GATEWAY_TRUSTED_PROXIES": "not-an-ip"}, "GATEWAY_TRUSTED_PROXIES"),
         ({}, {**ENV, "GATEWAY_SETTLER_KEY": "0x1234"}, "GATEWAY_SETTLER_KEY"),
@@ -143,6 +144,8 @@ def test_the_three_redis_topologies_with_password_and_tls(tmp_path: Path) -> Non
     assert cluster.redis_connection.cluster_nodes == (("a", 7000), ("b", 7001), ("c", 7002))
     assert cluster.redis_configured and cluster.redis_url is None
     assert cluster.redis_connection.min_replica_acks == 0  # the default: a single server
+    acks = load_settings(None, {**ENV, "REDIS_URL": "redis://r", "REDIS_MIN_REPLICA_ACKS": "2"})
+    assert acks.redis_connection.min_replica_acks == 2
     assert not load_settings(None, ENV).redis_configured  # nothing set: the embedded one
 
 
