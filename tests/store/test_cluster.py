@@ -20,6 +20,7 @@ from devstack.redis_topology import RedisClusterStack
 from devstack.simulator.server import CreateOSSimulator
 from gateway.client.signing import auth_headers
 from gateway.config import RedisConnection, Settings, load_settings
+from gateway.errors import Unavailable
 from gateway.ledger import EntryKind, Ledger
 from gateway.store import connect_store
 from gateway.store.keys import KeySpace, slot_tag
@@ -197,3 +198,36 @@ async def test_rate_limit_and_failed_auth_budget_on_a_cluster(
             headers["X-Signature"] = "0x" + "11" * 65
             bad.append((await gateway.client.get("/agent/credits", headers=headers)).status_code)
         assert bad == [401, 401, 429]
+
+
+async def test_durable_writes_wait_on_the_node_that_took_them(
+    redis_cluster: RedisClusterStack, key_prefix: str
+) -> None:
+    """``min_replica_acks`` on a cluster: ``WAIT`` follows each write on its node's connection.
+    These masters have no replicas, so every durable write is refused with 503 while the plain
+    writes beside it, on the same nodes and in the same batches, go through."""
+    nodes = tuple(("127.0.0.1", server.port) for server in redis_cluster.servers)
+    connection = RedisConnection(cluster_nodes=nodes, min_replica_acks=1, replica_ack_timeout_ms=50)
+    store = await connect_store(connection, key_prefix)
+    try:
+        ledger = Ledger(store)
+        wallets = [f"0x{i:040x}" for i in range(9)]
+        tickets = await asyncio.gather(
+            *(ledger.claim_payment(ARBITRUM, "0x" + "ab" * 32, w) for w in wallets)
+        )
+        credits = await asyncio.gather(
+            *(
+                ledger.credit_payment(t, w, 1, {})
+                for (_, t), w in zip(tickets, wallets, strict=True)
+            ),
+            *(store.run("rate_limit", [store.keys.rate("ip", w)], [1, 60_000, 5]) for w in wallets),
+            return_exceptions=True,
+        )
+        assert all(isinstance(c, Unavailable) for c in credits[:9]), credits[:9]
+        for hit in credits[9:]:
+            assert isinstance(hit, list) and [int(v) for v in hit] == [1, 0], hit
+        with pytest.raises(Unavailable):
+            await store.put(store.keys.project_owner("p"), "w", ttl_ms=None, durable=True)
+        await store.put(store.keys.project_owner("p"), "w", ttl_ms=None)
+    finally:
+        await store.close()
