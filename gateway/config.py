@@ -308,8 +308,10 @@ def parse_settings(raw: Mapping[str, Any], env: Mapping[str, str], *, source: st
         embedded_dir = Path.cwd() / embedded_dir
 
     prefix = reader.get_str(f"{gw}.redis_key_prefix", default="gw:")
-    if not prefix or any(c.isspace() for c in prefix):
-        raise ConfigError(f"{gw}.redis_key_prefix", "must be non-empty without whitespace")
+    if not prefix or any(c.isspace() or c in "{}" for c in prefix):
+        raise ConfigError(
+            f"{gw}.redis_key_prefix", "must be non-empty, without whitespace or braces"
+        )  # a brace would change the hash slot of every key on a Redis Cluster
 
     max_body = reader.get_int(f"{gw}.max_body_bytes", default=70 * 1024 * 1024, low=1024)
     max_upload = reader.get_int(f"{gw}.max_upload_bytes", default=50 * 1024 * 1024, low=1024)

@@ -103,6 +103,7 @@ def test_every_environment_override(tmp_path: Path) -> None:
             "REDIS_TLS_CA_FILE",
         ),
         ({"redis.min_replica_acks": -1}, ENV, "redis.min_replica_acks"),
+        ({"gateway.redis_key_prefix": "gw{x}:"}, ENV, "gateway.redis_key_prefix"),
         ({}, {**ENV, "REDIS_MIN_REPLICA_ACKS": "one"}, "REDIS_MIN_REPLICA_ACKS"),
         ({"redis.replica_ack_timeout_ms": 0}, ENV, "redis.replica_ack_timeout_ms"),
         ({}, {**ENV, "GATEWAY_TRUSTED_PROXIES": "not-an-ip"}, "GATEWAY_TRUSTED_PROXIES"),
