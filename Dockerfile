@@ -13,7 +13,10 @@ COPY config ./config
 # Not editable: the image runs the installed package (abi/, store/lua/ are package data); the
 # config file is read from /app/config. No dev stack: devstack/ is not copied.
 ENV GATEWAY_CONFIG=/app/config/gateway.toml
-RUN pip install --no-cache-dir '.[server]' && useradd --create-home gateway
+# The ledger archive (compacted entries, docs/PAYMENTS.md section 9) is written by the gateway
+# user; docker-compose.yml mounts a volume there.
+RUN pip install --no-cache-dir '.[server]' && useradd --create-home gateway \
+    && mkdir -p /app/data/ledger-archive && chown gateway /app/data/ledger-archive
 USER gateway
 
 EXPOSE 8402

@@ -4,8 +4,9 @@ Started in order, stopped in reverse (Ctrl-C or SIGTERM): an embedded Redis in a
 folder (every run starts empty, like the chains), two anvil chains (42161 Arbitrum, 8453 Base)
 with the test token at the canonical USDC/USDT addresses, the CreateOS simulator on the real
 clock (a deployment goes queue -> building -> deploying -> deployed in about 4 s), and the
-gateway (uvicorn) from ``config/local.toml`` pointed at them. The demo wallet (anvil account #1)
-gets 1,000 test USDC and USDT on both chains; anvil gives it gas.
+gateway (uvicorn) from ``config/local.toml`` pointed at them, with a settler (anvil account #7,
+funded with anvil's test ETH) that settles gasless USDC payments. The demo wallet (anvil account
+#1) gets 1,000 test USDC and USDT on both chains and **no ETH**: it pays its deploy gasless.
 
 The agent's state starts empty too: each run gets its own ``AGENT_STATE_DIR`` (in the run's
 temporary folder, printed in the exports and used by ``--demo``), so a journal of paid txs from
@@ -61,6 +62,8 @@ CHAINS = {"arbitrum": (42161, 8545), "base": (8453, 8546)}
 SIMULATOR_PORT = 8410
 SIMULATOR_KEY = "sim-test-key"  # config/local.toml's upstream.api_key
 DEMO_ACCOUNT = ANVIL_ACCOUNTS[1]  # public anvil key: local chains only
+SETTLER_ACCOUNT = ANVIL_ACCOUNTS[7]  # pays the gas of gasless payments (anvil's test ETH)
+RECEIPT_ACCOUNT = ANVIL_ACCOUNTS[6]  # signs every paid answer's receipt
 DEMO_FUNDS = 1_000 * 10**6  # 1,000 test tokens (6 decimals) of each kind on each chain
 INSTALL_HINT = (
     "anvil is not installed. Install it with `npm ci` in the project root "
@@ -138,6 +141,7 @@ class DevStack:
             self.nodes[name] = node
             for token in node.install_test_tokens().values():
                 node.mint(token, DEMO_ACCOUNT[0], DEMO_FUNDS)
+            node.set_balance(DEMO_ACCOUNT[0], 0)  # no gas: the demo pays gasless
             self._say(f"anvil      {node.url}  ({name}, chain id {chain_id})")
 
         self.simulator = CreateOSSimulator(SimulatorConfig(api_keys=(SIMULATOR_KEY,)))
@@ -152,6 +156,8 @@ class DevStack:
         environ = {"REDIS_URL": redis.url, "CREATEOS_API_URL": self.simulator_url}
         for name, node in self.nodes.items():
             environ[f"GATEWAY_RPC_{name.upper()}"] = node.url
+        environ["GATEWAY_SETTLER_KEY"] = SETTLER_ACCOUNT[1]
+        environ["GATEWAY_RECEIPT_KEY"] = RECEIPT_ACCOUNT[1]
         settings = load_settings(LOCAL_CONFIG, environ)
         gateway = ServerThread(
             create_app(settings), port=0 if self.any_ports else self.gateway_port
@@ -185,7 +191,9 @@ def summary(stack: DevStack) -> str:
     )
     return (
         f"\nlocal stack up. demo wallet {DEMO_ACCOUNT[0]} holds 1000 test USDC and USDT on "
-        f"each chain ({tokens}).\nThe demo key is anvil's public test key: never use it on a "
+        f"each chain ({tokens}) and no ETH: it pays USDC gasless (the gateway's settler "
+        f"{SETTLER_ACCOUNT[0]} pays the gas); a USDT payment is a transfer and needs gas it "
+        "does not have.\nThe demo key is anvil's public test key: never use it on a "
         f"real chain.\n\nTo deploy as the demo agent from another shell:\n{stack.exports()}\n"
         "  .venv/bin/python -m gateway deploy ./my-app --name my-app\n"
     )
@@ -226,8 +234,11 @@ async def run_demo(stack: DevStack, out: TextIO) -> int:
             say(f"demo failed: {type(exc).__name__}: {exc}")
             return 1
     say(f"demo: ready at {deployment.url}")
+    payment = deployment.started.payment
+    how = "gasless, settled by the gateway in" if payment and payment.credential else "tx"
+    balance = int(stack.nodes["arbitrum"].rpc("eth_getBalance", [DEMO_ACCOUNT[0], "latest"]), 16)
     say(
-        f"demo: paid tx {deployment.started.payment.tx_hash if deployment.started.payment else '-'}"
+        f"demo: paid {how} {payment.tx_hash if payment else '-'}; the wallet's ETH: {balance}"
         f"; credits {credits.balance_usd} USD, {credits.active_projects} active project(s)"
     )
     return 0

@@ -4,6 +4,9 @@
 - Operator reads: ``credits <address>`` and ``payment <chain> <tx>`` (``--json`` for the raw
   document). They open Redis directly (``REDIS_URL``) and render ``gateway.audit``, the same
   data as ``/admin/*``. Exit codes: 0 shown, 1 not found / Redis unavailable, 2 bad input.
+- ``reconcile [--run] [--json]``: what the reconciler's last pass found and did (``--run``:
+  one pass now first, unless another process holds its lease). ``ledger <address> [--offset
+  N] [--limit N]``: a wallet's whole ledger, archived chunks first, oldest first, paged.
 - Agent commands: ``deploy``, ``redeploy``, ``projects``, ``status``, ``logs``, ``delete``,
   ``balance``, ``topup``. Exit codes: 0 success, 1 other failure, 2 usage error, 3 payment
   refused (the quote is above the spend cap), 4 build failed.
@@ -154,6 +157,91 @@ def render_payment(doc: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _reconcile(args: argparse.Namespace) -> int:
+    from gateway.app import reconcile_now
+
+    settings = load_settings(args.config, os.environ)
+    if not settings.redis_configured:
+        raise ConfigError("REDIS_URL", "set it (or REDIS_SENTINELS / REDIS_CLUSTER_NODES)")
+    try:
+        ran, summary = asyncio.run(reconcile_now(settings, run=args.run_pass))
+    except GatewayError as exc:
+        print(f"error: {exc.public}", file=sys.stderr)
+        return 1
+    if args.run_pass and not ran:
+        print("another process holds the reconciler's lease; its last pass:", file=sys.stderr)
+    if summary is None:
+        print("no reconciliation pass has run yet", file=sys.stderr)
+        return 1
+    print(json.dumps(summary, indent=2) if args.json else render_reconcile(summary))
+    return 0
+
+
+def render_reconcile(doc: dict[str, Any]) -> str:
+    lines = [
+        f"last pass     {_when(doc.get('started_ms'))} .. {_when(doc.get('finished_ms'))}",
+        f"found         {doc['found']} unclaimed transfer(s) new, {doc['waiting']} waiting",
+        f"credited      {doc['credited_count']}",
+        f"refused       {doc['refused_count']}",
+        f"audited       {doc['audited']} credit(s) checked on-chain, "
+        f"{doc['reversed_count']} reversed",
+        f"adopted       {doc['adopted_count']} project(s); unowned {doc['unowned_count']}",
+        f"compacted     {doc['compacted_count']} ledger(s)",
+    ]
+    for scan in doc["scanned"]:
+        lines.append(
+            f"  scanned {scan['chain']}/{scan['token']}: blocks {scan['from_block']}.."
+            f"{scan['to_block']} (head {scan['head']}), {scan['transfers']} transfer(s)"
+        )
+    for name in ("credited", "refused", "reversed", "adopted", "unowned", "compacted"):
+        for item in doc[name]:
+            details = ", ".join(f"{k}={v}" for k, v in item.items())
+            lines.append(f"  {name}: {details}")
+    for error in doc["errors"]:
+        lines.append(f"  error: {error}")
+    return "\n".join(lines)
+
+
+def _ledger(args: argparse.Namespace) -> int:
+    from gateway.ledger import Ledger
+    from gateway.store import connect_store
+    from gateway.store.archive import FileArchive
+    from gateway.types import is_address
+
+    settings = load_settings(args.config, os.environ)
+    if not settings.redis_configured:
+        raise ConfigError("REDIS_URL", "set it (or REDIS_SENTINELS / REDIS_CLUSTER_NODES)")
+    if not is_address(args.address):
+        print("error: not an address (0x and 40 hex digits)", file=sys.stderr)
+        return 2
+    wallet = args.address.lower()
+
+    async def read() -> list[Any]:
+        store = await connect_store(settings.redis_connection, settings.redis_key_prefix)
+        try:
+            ledger = Ledger(store)
+            return await ledger.full_history(wallet, FileArchive(settings.ledger_archive_dir))
+        finally:
+            await store.close()
+
+    try:
+        history = asyncio.run(read())
+    except GatewayError as exc:
+        print(f"error: {exc.public}", file=sys.stderr)
+        return 1
+    page = history[args.offset : args.offset + args.limit]
+    if args.json:
+        print(json.dumps({"total": len(history), "entries": [e.as_wire() for e in page]}))
+        return 0
+    print(f"{len(history)} entries; showing {args.offset}..{args.offset + len(page)}")
+    for e in page:
+        print(
+            f"{e.seq:>10} {_when(e.ts_ms)} {e.kind:<11} {e.amount_micro:>14} "
+            f"{e.balance_micro:>14} {e.ref} {e.reason}"
+        )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m gateway",
@@ -184,6 +272,19 @@ def build_parser() -> argparse.ArgumentParser:
     payment.add_argument("tx")
     payment.add_argument("--json", action="store_true", help="print the JSON document")
     payment.set_defaults(run=_needs_server(_payment), render=render_payment)
+    reconcile = sub.add_parser("reconcile", help="what the reconciler's last pass found and did")
+    reconcile.add_argument(
+        "--run", dest="run_pass", action="store_true", help="run one pass now first"
+    )
+    reconcile.add_argument("--show", action="store_true", help="show the last pass (default)")
+    reconcile.add_argument("--json", action="store_true", help="print the JSON document")
+    reconcile.set_defaults(run=_needs_server(_reconcile))
+    ledger = sub.add_parser("ledger", help="a wallet's whole ledger, archive included, paged")
+    ledger.add_argument("address")
+    ledger.add_argument("--offset", type=int, default=0)
+    ledger.add_argument("--limit", type=int, default=100)
+    ledger.add_argument("--json", action="store_true", help="print the JSON document")
+    ledger.set_defaults(run=_needs_server(_ledger))
     from gateway.client import cli as agent_cli
 
     _add_dev_command(sub)

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import os
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -17,7 +19,7 @@ from starlette.middleware import Middleware
 from gateway.access.auth import WalletAuthenticator
 from gateway.access.ratelimit import RateLimiter
 from gateway.audit import Audit
-from gateway.chains import ChainRegistry
+from gateway.chains import ChainClient, ChainRegistry
 from gateway.config import Settings
 from gateway.deploy.flow import DeployFlow, deploy_lock_ttl_ms
 from gateway.deploy.idempotency import Idempotency
@@ -25,12 +27,17 @@ from gateway.errors import ConfigError, GatewayError
 from gateway.ledger import Ledger
 from gateway.logs import register_secret
 from gateway.metrics import GatewayMetrics
+from gateway.payments.gasless import GaslessPayments
+from gateway.payments.receipts import ReceiptSigner
 from gateway.payments.recheck import PaymentRechecker
+from gateway.payments.reconcile import Reconciler, reconciling_payments
 from gateway.payments.service import PaymentService
+from gateway.payments.settle import SettlementJournal, Settler
 from gateway.projects.metering import Metering
 from gateway.projects.reads import Projects
 from gateway.projects.records import NameClaims, Ownership
-from gateway.store import connect_store
+from gateway.store import Store, connect_store
+from gateway.store.archive import FileArchive
 from gateway.types import Clock, system_clock
 from gateway.upstream import CreateOSClient
 from gateway.web.middleware import (
@@ -52,8 +59,8 @@ def create_app(
     clock: Clock = system_clock,
     upstream: CreateOSClient | None = None,
 ) -> Starlette:
-    """The gateway ASGI app. ``settings.redis_url`` must be set (``serve`` starts an
-    embedded Redis first when the environment names none).
+    """The gateway ASGI app. ``settings`` must name a Redis (``serve`` starts an embedded
+    one first when the environment names none).
 
     ``upstream``: a CreateOS client to use instead of the one built from settings (tests);
     the caller keeps ownership of it and closes it."""
@@ -63,6 +70,8 @@ def create_app(
     metrics = GatewayMetrics()
     register_secret(settings.createos_api_key)  # never in a log line, whatever logs it
     register_secret(settings.admin_token)
+    register_secret(settings.settler_key)
+    register_secret(settings.receipt_key)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -109,6 +118,17 @@ def create_app(
             after_credit=metering.on_credit,
             metrics=metrics,
         )
+        gasless = None
+        if settings.settler_key is not None:
+            settler = Settler(
+                settings,
+                SettlementJournal(store, lease_seconds=settings.settle_lease_seconds, clock=clock),
+                chain_readers,
+                payments,
+                clock=clock,
+                metrics=metrics,
+            )
+            gasless = GaslessPayments(settings, store, settler, clock=clock, metrics=metrics)
         rechecker = PaymentRechecker(
             settings,
             ledger,
@@ -118,6 +138,10 @@ def create_app(
             on_negative_balance=metering.on_negative_balance,
             metrics=metrics,
         )
+        reconciler = build_reconciler(
+            settings, store, ledger, chain_readers, ownership, createos, metering, clock, metrics
+        )
+        app.state.reconciler = reconciler
         app.state.services = Services(
             settings=settings,
             store=store,
@@ -147,12 +171,15 @@ def create_app(
                 ownership=ownership,
                 clock=clock,
                 metrics=metrics,
+                gasless=gasless,
             ),
             projects=Projects(createos, ownership, NameClaims(store)),
             idempotency=Idempotency(store, pending_ttl_ms=deploy_lock_ttl_ms(settings)),
             metering=metering,
             audit=Audit(settings, ledger, ownership),
             metrics=metrics,
+            gasless=gasless,
+            receipts=None if settings.receipt_key is None else ReceiptSigner(settings.receipt_key),
         )
         recheck_loop = asyncio.create_task(
             rechecker.run_forever(settings.recheck_interval_seconds), name="payment-recheck"
@@ -160,10 +187,19 @@ def create_app(
         metering_loop = asyncio.create_task(
             metering.run_forever(settings.metering_interval_seconds), name="metering"
         )
+        loops = [metering_loop, recheck_loop]
+        if gasless is not None:
+            loops.append(
+                asyncio.create_task(
+                    gasless.watch_gas(settings.settle_gas_check_seconds), name="settler-gas"
+                )
+            )
+        if settings.reconcile.enabled:
+            loops.append(asyncio.create_task(reconciler.run_forever(), name="reconcile"))
         try:
             yield
         finally:
-            for loop in (metering_loop, recheck_loop):
+            for loop in loops:
                 loop.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await loop
@@ -186,3 +222,77 @@ def create_app(
         exception_handlers=handlers,
         lifespan=lifespan,
     )
+
+
+def build_reconciler(
+    settings: Settings,
+    store: Store,
+    ledger: Ledger,
+    chain_readers: Mapping[str, ChainClient],
+    ownership: Ownership,
+    createos: CreateOSClient,
+    metering: Metering,
+    clock: Clock,
+    metrics: GatewayMetrics,
+) -> Reconciler:
+    """The reconciler on the app's collaborators (its own ``PaymentService``: see
+    ``gateway.payments.reconcile``)."""
+    return Reconciler(
+        settings,
+        store,
+        ledger,
+        reconciling_payments(
+            settings,
+            ledger,
+            chain_readers,
+            clock=clock,
+            after_credit=metering.on_credit,
+            metrics=metrics,
+        ),
+        chain_readers,
+        ownership,
+        NameClaims(store),
+        createos,
+        FileArchive(settings.ledger_archive_dir),
+        clock=clock,
+        metrics=metrics,
+        on_negative_balance=metering.on_negative_balance,
+    )
+
+
+async def reconcile_now(settings: Settings, *, run: bool) -> tuple[bool, dict[str, Any] | None]:
+    """For ``python -m gateway reconcile``: with ``run``, one pass now unless another process
+    holds the reconciler's lease; then the stored summary of the last pass. Returns (whether
+    this call ran a pass, the summary)."""
+    store = await connect_store(settings.redis_connection, settings.redis_key_prefix)
+    metrics = GatewayMetrics()
+    chains = ChainRegistry(
+        settings.chains,
+        timeout=settings.rpc_timeout_seconds,
+        max_answer_bytes=settings.rpc_max_answer_bytes,
+        max_receipt_logs=settings.max_receipt_logs,
+        metrics=metrics,
+    )
+    createos = CreateOSClient(
+        settings.createos_api_url,
+        settings.createos_api_key,
+        connect_timeout=settings.upstream_connect_timeout,
+        read_timeout=settings.upstream_read_timeout,
+        max_answer_bytes=settings.upstream_max_answer_bytes,
+        answer_seconds=settings.upstream_answer_seconds,
+        metrics=metrics,
+    )
+    try:
+        ledger = Ledger(store)
+        ownership = Ownership(store)
+        metering = Metering(settings, store, ledger, ownership, createos, metrics=metrics)
+        readers = {name: chains.get(name) for name in settings.chains}
+        reconciler = build_reconciler(
+            settings, store, ledger, readers, ownership, createos, metering, system_clock, metrics
+        )
+        ran = run and await reconciler.run_once_if_leader(f"cli-{os.getpid()}") is not None
+        return ran, await reconciler.last_summary()
+    finally:
+        await createos.aclose()
+        await chains.close()
+        await store.close()

@@ -57,6 +57,8 @@ ERC1271_ABI: list[dict[str, Any]] = json.loads((_ABI / "erc1271.json").read_text
 ERC1271_MAGIC = bytes.fromhex("1626ba7e")
 ERC6492_SUFFIX = bytes.fromhex("6492" * 16)
 EIP3009_ABI: list[dict[str, Any]] = json.loads((_ABI / "eip3009.json").read_text("utf-8"))
+#: ``keccak("Transfer(address,address,uint256)")``, hex without 0x.
+TRANSFER_TOPIC_HEX = "ddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef"
 AUTHORIZATION_USED_TOPIC = "0x" + Web3.keccak(text="AuthorizationUsed(address,bytes32)").hex()
 
 #: Errors that mean "this RPC URL did not answer properly"; anything else is a bug.
@@ -80,6 +82,17 @@ class TransferLog:
 
 
 @dataclass(frozen=True, slots=True)
+class LoggedTransfer:
+    """One ERC-20 ``Transfer`` found by ``transfer_logs``: lowercase hex, value in base units."""
+
+    tx_hash: str
+    block_number: int
+    log_index: int
+    sender: str
+    value: int
+
+
+@dataclass(frozen=True, slots=True)
 class Receipt:
     tx_hash: str
     status: int
@@ -87,6 +100,7 @@ class Receipt:
     block_hash: str  # lowercase 0x hex
     logs: tuple[TransferLog, ...]
     endpoint: int  # index of the URL that answered, for follow-up reads
+    gas_cost_wei: int = 0  # gasUsed x effectiveGasPrice: what the sender paid in gas
 
 
 @dataclass(frozen=True, slots=True)
@@ -469,6 +483,13 @@ class ChainClient:
         result, _ = await self.call(estimate, operation="simulate")
         return result
 
+    async def eth_balance(self, address: str) -> int:
+        """The account's native balance (wei) at the latest block."""
+        balance, _ = await self.call(
+            lambda w3: w3.eth.get_balance(to_checksum_address(address)), operation="eth_balance"
+        )
+        return int(balance)
+
     async def pending_nonce(self, address: str) -> int:
         """The account's next nonce counting its pending transactions."""
         count, _ = await self.call(
@@ -547,6 +568,43 @@ class ChainClient:
 
         result, _ = await self.call(search, operation="authorization_logs")
         return result
+
+    async def transfer_logs(
+        self, token: str, recipient: str, from_block: int, to_block: int
+    ) -> list[LoggedTransfer]:
+        """Every ERC-20 ``Transfer(*, recipient, value)`` log the token emitted in the inclusive
+        block range ``[from_block, to_block]`` (one ``eth_getLogs``; callers bound the range to
+        what their providers allow). Logs of removed (reorged-out) blocks are left out."""
+        topic_to = "0x" + bytes.fromhex(recipient[2:]).rjust(32, b"\0").hex()
+
+        async def search(w3: _W3) -> list[Any]:
+            logs = await w3.eth.get_logs(
+                {
+                    "address": to_checksum_address(token),
+                    "topics": ["0x" + TRANSFER_TOPIC_HEX, None, topic_to],
+                    "fromBlock": from_block,
+                    "toBlock": to_block,
+                }
+            )
+            return list(logs)
+
+        raw, _ = await self.call(search, operation="transfer_logs")
+        found: list[LoggedTransfer] = []
+        for entry in raw:
+            topics = [_to_bytes(t) for t in entry["topics"]]
+            data = _to_bytes(entry["data"])
+            if entry.get("removed") or len(topics) != 3 or len(data) != 32:
+                continue  # not an ERC-20 Transfer (ERC-721 has 4 topics) or no longer canonical
+            found.append(
+                LoggedTransfer(
+                    tx_hash=_hex(entry["transactionHash"]),
+                    block_number=int(entry["blockNumber"]),
+                    log_index=int(entry.get("logIndex", 0)),
+                    sender="0x" + topics[1][-20:].hex(),
+                    value=int.from_bytes(data, "big"),
+                )
+            )
+        return found
 
     async def check(self) -> None:
         """Readiness: a URL answers with the right chain id, and every enabled token is a
@@ -682,4 +740,12 @@ def _to_receipt(tx_hash: str, raw: Mapping[str, Any], endpoint: int, *, max_logs
         block_hash=_hex(raw["blockHash"]),
         logs=logs,
         endpoint=endpoint,
+        gas_cost_wei=_int_or_zero(raw.get("gasUsed")) * _int_or_zero(raw.get("effectiveGasPrice")),
     )
+
+
+def _int_or_zero(value: Any) -> int:
+    try:
+        return int(value or 0)
+    except (TypeError, ValueError):
+        return 0

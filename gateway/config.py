@@ -12,6 +12,7 @@ import ipaddress
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +140,28 @@ class RedisConnection:
 
 
 @dataclass(frozen=True, slots=True)
+class ReconcileConfig:
+    """The reconciler's knobs (``[reconcile]`` in config/gateway.toml)."""
+
+    enabled: bool = True
+    interval_seconds: float = 60.0
+    #: Blocks per ``eth_getLogs`` call, and most blocks scanned per chain and token per pass.
+    block_range: int = 2_000
+    max_blocks_per_pass: int = 50_000
+    #: Where the first pass starts: this many blocks below the head.
+    lookback_blocks: int = 10_000
+    #: An unclaimed transfer is credited by the reconciler only this long after it was first
+    #: seen, so an agent about to submit it is not answered "already processed".
+    credit_after_seconds: int = 600
+    #: The age limit for transfers the reconciler credits (the pushed path keeps
+    #: ``max_payment_age_seconds``).
+    max_payment_age_seconds: int = 30 * 24 * 3600
+    #: A CreateOS project without a record is adopted only once it is this old (a deploy in
+    #: flight records its own project well within it).
+    adopt_after_seconds: int = 900
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     chains: Mapping[str, ChainConfig]
     default_chain: str
@@ -179,15 +202,34 @@ class Settings:
     #: 0x-hex private key of the account that sends EIP-3009 settlements (gas only, never
     #: customer money); None: no gasless payment is offered or accepted.
     settler_key: str | None = field(default=None, repr=False)
+    #: 0x-hex private key that signs the EIP-712 receipt of every paid answer (its address is
+    #: published at ``GET /agent/receipts``); None: answers carry no signed receipt.
+    receipt_key: str | None = field(default=None, repr=False)
     #: An authorization's ``validBefore`` must leave at least this long to settle.
     settle_margin_seconds: int = 30
     #: How long one request waits for a settlement receipt before answering pending.
     settle_wait_seconds: float = 20.0
     #: A settlement claim whose holder died before recording a tx is taken over after this.
     settle_lease_seconds: int = 60
+    #: Below this native balance (wei) on a chain, the settler is "low": readiness says
+    #: degraded and that chain's gasless offers are withdrawn until it is funded.
+    settle_min_gas_wei: int = 500_000_000_000_000  # 0.0005 ETH
+    #: How often the settler's gas balances are read, in seconds.
+    settle_gas_check_seconds: float = 60.0
     #: Blocks searched back for an ``AuthorizationUsed`` log of an authorization someone else
     #: settled.
     settle_log_lookback_blocks: int = 50_000
+    #: How long a 402's MPP challenges stay valid, and the x402 ``maxTimeoutSeconds``.
+    challenge_ttl_seconds: int = 300
+    #: The gateway's public base URL (scheme://host[:port]) as agents reach it, for the x402
+    #: ``resource`` and the MPP ``realm``; None: taken from each request's Host.
+    public_url: str | None = None
+    #: Reconciler (docs/PAYMENTS.md section 8): one leader every ``reconcile.interval_seconds``.
+    reconcile: ReconcileConfig = field(default_factory=lambda: ReconcileConfig())
+    #: Ledger compaction: a wallet's hot list is cut back to half this many entries once it
+    #: holds more (0: never compact); the rest goes to ``ledger_archive_dir``.
+    ledger_max_entries: int = 1000
+    ledger_archive_dir: Path = PROJECT_ROOT / "data" / "ledger-archive"
     source: str = field(default="", compare=False)
 
     def chain(self, name: str) -> ChainConfig | None:
@@ -303,6 +345,36 @@ def parse_settings(raw: Mapping[str, Any], env: Mapping[str, str], *, source: st
     redis = _redis_connection(reader, env)
     redis_url = redis.url
 
+    archive_text = env.get("GATEWAY_LEDGER_ARCHIVE_DIR") or reader.get_str(
+        "ledger.archive_dir", default="data/ledger-archive"
+    )
+    archive_dir = Path(archive_text)
+    if not archive_dir.is_absolute():
+        archive_dir = Path.cwd() / archive_dir
+    interval_text = env.get("GATEWAY_RECONCILE_INTERVAL")
+    try:
+        reconcile_interval = (
+            float(interval_text)
+            if interval_text
+            else reader.get_float("reconcile.interval_seconds", default=60.0)
+        )
+    except ValueError as exc:
+        raise ConfigError("GATEWAY_RECONCILE_INTERVAL", "must be a number of seconds") from exc
+    if reconcile_interval <= 0:
+        raise ConfigError("GATEWAY_RECONCILE_INTERVAL", "must be positive")
+    reconcile = ReconcileConfig(
+        enabled=reader.get_bool("reconcile.enabled", default=True),
+        interval_seconds=reconcile_interval,
+        block_range=reader.get_int("reconcile.block_range", default=2_000, low=1),
+        max_blocks_per_pass=reader.get_int("reconcile.max_blocks_per_pass", default=50_000, low=1),
+        lookback_blocks=reader.get_int("reconcile.lookback_blocks", default=10_000, low=0),
+        credit_after_seconds=reader.get_int("reconcile.credit_after_seconds", default=600, low=0),
+        max_payment_age_seconds=reader.get_int(
+            "reconcile.max_payment_age_seconds", default=30 * 24 * 3600, low=60
+        ),
+        adopt_after_seconds=reader.get_int("reconcile.adopt_after_seconds", default=900, low=0),
+    )
+
     embedded_dir = Path(reader.get_str(f"{gw}.embedded_redis_dir", default="data/redis"))
     if not embedded_dir.is_absolute():
         embedded_dir = Path.cwd() / embedded_dir
@@ -369,7 +441,8 @@ def parse_settings(raw: Mapping[str, Any], env: Mapping[str, str], *, source: st
         ),
         metering_interval_seconds=reader.get_float("metering.interval_seconds", default=60.0),
         metering_lease_seconds=reader.get_int("metering.lease_seconds", default=120, low=5),
-        settler_key=_settler_key(env.get("GATEWAY_SETTLER_KEY")),
+        settler_key=_private_key("GATEWAY_SETTLER_KEY", env.get("GATEWAY_SETTLER_KEY")),
+        receipt_key=_private_key("GATEWAY_RECEIPT_KEY", env.get("GATEWAY_RECEIPT_KEY")),
         settle_margin_seconds=reader.get_int(
             "settlement.margin_seconds", default=30, low=1, high=3600
         ),
@@ -380,6 +453,19 @@ def parse_settings(raw: Mapping[str, Any], env: Mapping[str, str], *, source: st
         settle_log_lookback_blocks=reader.get_int(
             "settlement.log_lookback_blocks", default=50_000, low=1
         ),
+        settle_min_gas_wei=_eth_to_wei(
+            reader.get_str("settlement.min_gas_eth", default="0.0005"), "settlement.min_gas_eth"
+        ),
+        settle_gas_check_seconds=reader.get_float("settlement.gas_check_seconds", default=60.0),
+        challenge_ttl_seconds=reader.get_int(
+            "settlement.challenge_ttl_seconds", default=300, low=60, high=30 * 86_400
+        ),
+        public_url=_public_url(
+            env.get("GATEWAY_PUBLIC_URL") or reader.get_str("gateway.public_url", default="")
+        ),
+        reconcile=reconcile,
+        ledger_max_entries=reader.get_int("ledger.max_entries", default=1000, low=0),
+        ledger_archive_dir=archive_dir,
         source=source,
     )
 
@@ -453,19 +539,45 @@ def _host_ports(key: str, text: str) -> tuple[tuple[str, int], ...]:
     return tuple(nodes)
 
 
+def _eth_to_wei(value: str, key: str) -> int:
+    try:
+        wei = Decimal(value.strip()) * 10**18
+    except InvalidOperation:
+        wei = Decimal(-1)
+    if wei < 0 or wei != wei.to_integral_value():
+        raise ConfigError(
+            key, f"must be a non-negative ETH amount (at most 18 decimals), got {value!r}"
+        )
+    return int(wei)
+
+
+def _public_url(value: str) -> str | None:
+    """``GATEWAY_PUBLIC_URL`` / ``server.public_url``: an absolute http(s) URL without path."""
+    text = value.strip().rstrip("/")
+    if not text:
+        return None
+    scheme, sep, rest = text.partition("://")
+    if scheme not in ("http", "https") or not sep or not rest or "/" in rest:
+        raise ConfigError(
+            "GATEWAY_PUBLIC_URL", f"must be http(s)://host[:port] with no path, got {value!r}"
+        )
+    return text
+
+
 _SECP256K1_ORDER = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 
 
-def _settler_key(value: str | None) -> str | None:
-    """``GATEWAY_SETTLER_KEY``: None when unset or empty, else 0x and 64 hex digits."""
+def _private_key(name: str, value: str | None) -> str | None:
+    """A key from the environment (``GATEWAY_SETTLER_KEY``, ``GATEWAY_RECEIPT_KEY``): None
+    when unset or empty, else 0x and 64 hex digits."""
     if not value:
         return None
     text = value.strip()
     digits = text[2:] if text.lower().startswith("0x") else ""
     if len(digits) != 64 or any(c not in "0123456789abcdefABCDEF" for c in digits):
-        raise ConfigError("GATEWAY_SETTLER_KEY", "must be 0x followed by 64 hex digits")
+        raise ConfigError(name, "must be 0x followed by 64 hex digits")
     if not 0 < int(digits, 16) < _SECP256K1_ORDER:
-        raise ConfigError("GATEWAY_SETTLER_KEY", "not a valid secp256k1 private key")
+        raise ConfigError(name, "not a valid secp256k1 private key")
     return "0x" + digits.lower()
 
 

@@ -69,6 +69,13 @@ class AuthFailed(GatewayError):
 class PaymentRequired(GatewayError):
     status: int = 402
     default_message = "Payment required"
+    #: ``(micro-USD, preferred chain)`` when the answer offers a payment: the web layer adds
+    #: the protocol challenges for it (never on a pending payment: nothing to pay again).
+    offer: tuple[int, str] | None = None
+
+    def offering(self, amount_micro: int, chain: str) -> PaymentRequired:
+        self.offer = (amount_micro, chain)
+        return self
 
 
 class Forbidden(GatewayError):

@@ -13,17 +13,21 @@ Invariants:
   logs whose ``from`` is the payer are counted (``payments.verify``): one tx carrying transfers
   from two payers credits each payer once, with their own logs (``store/keys.py``);
 - global indexes (the wallets set, the payers of a tx, the re-check queue) are written outside
-  the scripts, before the fact they point at (and the re-check entry again after it).
+  the scripts, before the fact they point at (and the re-check entry again after it);
+- the hot list stays bounded: ``compact`` archives a wallet's oldest entries outside Redis
+  (``gateway.store.archive``) and folds them into one ``checkpoint`` entry at the head whose
+  amount is their sum and whose balance is the last one's, so both properties above still hold
+  over what stays in Redis, and the archive plus the hot list is the whole history.
 """
 
 from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import Any, Protocol
 
 from gateway.store import Store
 from gateway.types import Clock, system_clock
@@ -37,6 +41,7 @@ class EntryKind(str, Enum):
     REVERSAL = "reversal"
     BURN = "burn"
     ADJUSTMENT = "adjustment"
+    CHECKPOINT = "checkpoint"  # stands for compacted entries (``Ledger.compact``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,8 +115,9 @@ class ConsistencyReport:
     wallet: str
     balance_micro: int
     entries_sum_micro: int
-    entries: int
+    entries: int  # in the hot list, a checkpoint included
     chain_ok: bool  # each entry's running balance follows from the one before
+    compacted: int = 0  # entries the leading checkpoint stands for (archived)
 
     @property
     def ok(self) -> bool:
@@ -172,16 +178,78 @@ class Ledger:
         entries = [_parse_entry(item) for item in raw_entries]
         running = 0
         chain_ok = True
-        for entry in entries:
+        compacted = 0
+        for index, entry in enumerate(entries):
             running += entry.amount_micro
             chain_ok = chain_ok and entry.balance_micro == running
+            if entry.kind == EntryKind.CHECKPOINT.value:
+                chain_ok = chain_ok and index == 0  # only ever the head
+                compacted = _checkpoint_count(raw_entries[index])
         return ConsistencyReport(
             wallet=wallet.lower(),
             balance_micro=int(raw_balance or 0),
             entries_sum_micro=running,
             entries=len(entries),
             chain_ok=chain_ok,
+            compacted=compacted,
         )
+
+    # --- compaction (bounded memory per wallet) ---------------------------------------------
+
+    async def entry_count(self, wallet: str) -> int:
+        """Entries in the hot list (a checkpoint included)."""
+        return await self._store.list_length(self._keys.ledger(wallet))
+
+    async def compact(self, wallet: str, archive: LedgerArchive, *, keep: int) -> CompactOutcome:
+        """Archive all but the newest ``keep`` entries of ``wallet`` and replace them with one
+        checkpoint entry (``compact_ledger.lua``). The chunk is on disk before Redis changes:
+        a crash in between leaves the entries in Redis and a spare chunk whose entries the
+        next chunk repeats (readers skip repeated seqs). A concurrent compaction of the same
+        wallet (the head changed) writes nothing. An inconsistent ledger is never compacted
+        (and its chunk is removed)."""
+        key = self._keys.ledger(wallet)
+        total = await self._store.list_length(key)
+        fold = total - keep
+        if fold < 2:
+            return CompactOutcome(CompactResult.NOTHING, 0)
+        head = await self._store.list_range(key, 0, fold - 1)
+        if len(head) != fold:
+            return CompactOutcome(CompactResult.CHANGED, 0)
+        parsed = [_parse_entry(raw) for raw in head]
+        fresh = [raw for raw, e in zip(head, parsed, strict=True) if e.kind != "checkpoint"]
+        fresh_seqs = [e.seq for e in parsed if e.kind != "checkpoint"]
+        if not fresh:
+            return CompactOutcome(CompactResult.NOTHING, 0)
+        chunk = archive.write_chunk(wallet, fresh_seqs[0], fresh_seqs[-1], fresh)
+        result = await self._store.run(
+            "compact_ledger",
+            [key],
+            [fold, parsed[0].seq, parsed[-1].seq, self._now_ms(), chunk.name, chunk.sha256],
+        )
+        outcome = CompactResult(result[0])
+        if outcome is CompactResult.INCONSISTENT:
+            archive.discard(chunk)
+        if outcome is not CompactResult.COMPACTED:
+            # CHANGED keeps the chunk: a concurrent compaction of the same head may have
+            # written the same name and depend on it; a spare chunk only repeats entries,
+            # which readers skip by seq.
+            return CompactOutcome(outcome, 0)
+        return CompactOutcome(outcome, len(fresh), chunk=chunk.name)
+
+    async def full_history(self, wallet: str, archive: LedgerArchive) -> list[LedgerEntry]:
+        """Archived entries then the hot list's (checkpoint left out), oldest first: every
+        entry the wallet ever had (operator reads; may be long)."""
+        seen: set[int] = set()
+        history: list[LedgerEntry] = []
+        for raw in archive.entries(wallet):
+            entry = _parse_entry(raw)
+            if entry.seq not in seen:  # a chunk rewritten after a crash repeats entries
+                seen.add(entry.seq)
+                history.append(entry)
+        for entry in reversed(await self.entries(wallet)):
+            if entry.kind != EntryKind.CHECKPOINT.value and entry.seq not in seen:
+                history.append(entry)
+        return history
 
     # --- changes --------------------------------------------------------------------------
 
@@ -295,11 +363,13 @@ class Ledger:
         record: Mapping[str, str | int],
         *,
         recheck_block: int | None = None,
+        reason: str = "payment received",
     ) -> Applied:
         """Mark the claimed payment used and credit ``amount_micro`` in one script, durably
         (``Store``: a deploy, a top-up's 200 or a settlement answer rests on it). ``record`` is
-        the verification stored for operators; ``recheck_block`` queues a finality re-check.
-        ``wallet`` must be the ticket's payer.
+        the verification stored for operators; ``recheck_block`` queues a finality re-check;
+        ``reason`` is the ledger entry's (the reconciler names itself there). ``wallet`` must be
+        the ticket's payer.
 
         The global indexes go around the script: the wallet and the tx's payer before it, the
         re-check entry before it (so a crash right after the credit cannot lose the re-check)
@@ -315,7 +385,7 @@ class Ledger:
             *self._entry_keys(wallet),
             k.wallet_payments(wallet),
         ]
-        args = [ticket.token, amount_micro, self._now_ms(), ref, json.dumps(dict(record))]
+        args = [ticket.token, amount_micro, self._now_ms(), ref, json.dumps(dict(record)), reason]
         await self._note_wallet(wallet)
         await self._store.add_member(k.tx_payers(ticket.chain_id, ticket.tx_hash), ticket.payer)
         queued = f"{ref}:{ticket.payer}"
@@ -356,6 +426,46 @@ class Ledger:
         """``chain_id:tx`` refs of a wallet's credited payments, newest first."""
         refs = await self._store.list_range(self._keys.wallet_payments(wallet), 0, limit - 1)
         return [str(r) for r in refs]
+
+
+class CompactResult(str, Enum):
+    COMPACTED = "compacted"
+    NOTHING = "nothing"  # no more than ``keep`` entries (or only a checkpoint) to fold
+    CHANGED = "changed"  # another compaction moved the head meanwhile: nothing written
+    INCONSISTENT = "inconsistent"  # the entries do not add up: left for an operator to see
+
+
+@dataclass(frozen=True, slots=True)
+class CompactOutcome:
+    result: CompactResult
+    archived: int  # entries written to the archive by this call
+    chunk: str | None = None
+
+
+class ArchiveChunk(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def sha256(self) -> str: ...
+
+
+class LedgerArchive(Protocol):
+    """Where compacted entries go (``gateway.store.archive.FileArchive``)."""
+
+    def write_chunk(
+        self, wallet: str, first_seq: int, last_seq: int, entries: Sequence[str]
+    ) -> ArchiveChunk: ...
+
+    def discard(self, chunk: Any) -> None:
+        """Undo ``write_chunk`` when the compaction it was for did not happen."""
+        ...
+
+    def entries(self, wallet: str) -> Iterator[str]: ...
+
+
+def _checkpoint_count(raw: str) -> int:
+    return int(json.loads(raw).get("count", 0))
 
 
 def _parse_entry(raw: str) -> LedgerEntry:

@@ -24,6 +24,9 @@ Series (every name starts with ``gateway_``; labels are bounded sets, never raw 
 - ``rate_limited_total{scope}``: 429s; scope ``authenticated`` (counted with the nonce),
   ``request`` (counted alone: public ``/agent/*`` routes and failed authentications) or
   ``failed_auth`` (the client IP's budget of failed authentications is spent);
+- gasless settlement: ``settlements_total{chain,outcome}`` (settled, foreign, reverted),
+  ``settlement_gas_wei_total{chain}`` (what the settler paid in gas) and the gauge
+  ``settler_gas_wei{chain}`` (its balance when last read);
 - ``metering_runs_total{outcome}``: for the metering loop to call through ``metering_run``
   (outcome a short code such as ok, not_leader, failed); ``{outcome="ok"}`` is exported at 0
   until the first call, so dashboards and alerts can be written before metering lands.
@@ -37,6 +40,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
 )
@@ -81,6 +85,10 @@ def label(value: str | None, fallback: str = "other") -> str:
     if value is not None and _LABEL_RE.match(value):
         return value
     return fallback
+
+
+#: The ``event`` label values of ``gateway_reconcile_total``.
+RECONCILE_EVENTS = ("found", "credited", "reversed", "adopted", "unowned", "compacted")
 
 
 class GatewayMetrics:
@@ -179,6 +187,40 @@ class GatewayMetrics:
             "gateway_metering_runs_total", "Metering rounds by outcome", ["outcome"], registry=r
         )
         self.metering_runs.labels("ok")
+        self.settlements = Counter(
+            "gateway_settlements_total",
+            "Gasless settlements finished, by outcome",
+            ["chain", "outcome"],
+            registry=r,
+        )
+        self.settlement_gas = Counter(
+            "gateway_settlement_gas_wei_total",
+            "Gas paid by the settler for settlements, in wei",
+            ["chain"],
+            registry=r,
+        )
+        self.settler_gas = Gauge(
+            "gateway_settler_gas_wei",
+            "The settler account's native balance when last read, in wei",
+            ["chain"],
+            registry=r,
+        )
+        self.reconcile_events = Counter(
+            "gateway_reconcile_total",
+            "What reconciler passes found and did: found (unclaimed transfers seen), credited, "
+            "reversed (credits without their transfer), adopted (CreateOS projects without a "
+            "record), unowned (such projects no wallet can be named for), compacted (ledger "
+            "entries archived)",
+            ["event"],
+            registry=r,
+        )
+        for event in RECONCILE_EVENTS:
+            self.reconcile_events.labels(event)
+        self.reconcile_passes = Counter(
+            "gateway_reconcile_passes_total",
+            "Reconciliation passes this process ran (only the lease holder runs them)",
+            registry=r,
+        )
 
     # --- payment funnel ---------------------------------------------------------------------
 
@@ -227,9 +269,25 @@ class GatewayMetrics:
     def request_rate_limited(self, scope: str) -> None:
         self.rate_limited.labels(label(scope)).inc()
 
+    def settlement_finished(self, chain: str, outcome: str, gas_wei: int) -> None:
+        self.settlements.labels(label(chain), label(outcome)).inc()
+        if gas_wei > 0:
+            self.settlement_gas.labels(label(chain)).inc(gas_wei)
+
+    def settler_balance(self, chain: str, wei: int) -> None:
+        self.settler_gas.labels(label(chain)).set(wei)
+
     def metering_run(self, outcome: str) -> None:
         """For the metering loop: one round finished with ``outcome`` (a short code)."""
         self.metering_runs.labels(label(outcome)).inc()
+
+    def reconcile_pass(self) -> None:
+        self.reconcile_passes.inc()
+
+    def reconciled(self, event: str, count: int = 1) -> None:
+        """For the reconciler: ``count`` events of one of ``RECONCILE_EVENTS``."""
+        if count > 0:
+            self.reconcile_events.labels(label(event)).inc(count)
 
     def render(self) -> bytes:
         """The Prometheus text exposition of this app's series."""

@@ -13,6 +13,7 @@ USDC/USDT addresses, and the gateway app served in-process.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -181,7 +182,10 @@ def make_settings(redis_url: str, key_prefix: str, sim_url: str) -> SettingsFact
             for name, node in nodes.items():
                 env[f"GATEWAY_RPC_{name.upper()}"] = node.url
         settings = load_settings(LOCAL_CONFIG, env)
-        return settings.with_overrides(redis_key_prefix=key_prefix, **overrides)
+        # The reconciler's background loop stays off: tests that need it run passes themselves.
+        quiet = dataclasses.replace(settings.reconcile, enabled=False)
+        values: dict[str, Any] = {"reconcile": quiet, **overrides}
+        return settings.with_overrides(redis_key_prefix=key_prefix, **values)
 
     return factory
 

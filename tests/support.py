@@ -39,6 +39,7 @@ class Gateway:
     client: httpx.AsyncClient
     services: Services
     settings: Settings
+    app: Any = None  # the Starlette app (its state holds the background loops' objects)
 
     async def credit(self, wallet: str, usd_micro: int) -> None:
         """Give ``wallet`` credits directly (an operator adjustment), no chain involved."""
@@ -62,7 +63,7 @@ async def running_gateway(
         async with httpx.AsyncClient(
             transport=transport, base_url="http://gateway", timeout=60.0
         ) as client:
-            yield Gateway(client, app.state.services, settings)
+            yield Gateway(client, app.state.services, settings, app)
 
 
 def raw_redis(store: Store) -> Redis:
@@ -80,6 +81,7 @@ def served_gateway(
     createos_url: str,
     rpc_urls: Mapping[str, str],
     changes: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> Iterator[GatewayProcess]:
     """``python -m gateway serve`` on config/local.toml with this test's Redis prefix,
     CreateOS URL and RPC URLs (``{"arbitrum": url, ...}``) and any other config ``changes``.
@@ -93,9 +95,9 @@ def served_gateway(
             **(changes or {}),
         },
     )
-    env = {"REDIS_URL": redis_url}
-    env.update({f"GATEWAY_RPC_{name.upper()}": url for name, url in rpc_urls.items()})
-    with GatewayProcess(config, env, workdir / "gateway.log") as gateway:
+    process_env = {"REDIS_URL": redis_url, **(env or {})}
+    process_env.update({f"GATEWAY_RPC_{name.upper()}": url for name, url in rpc_urls.items()})
+    with GatewayProcess(config, process_env, workdir / "gateway.log") as gateway:
         yield gateway
         assert gateway.process is not None and gateway.process.poll() is None, (
             f"the gateway process died: {gateway.log_path.read_text()[-2000:]}"

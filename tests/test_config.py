@@ -36,6 +36,9 @@ def test_mainnet_defaults() -> None:
     assert settings.rate_limit_requests == 30 and settings.auth_window_seconds == 60
     assert settings.redis_url is None and settings.admin_token is None
     assert {c.pay_to for c in settings.chains.values()} == {PAY_TO}
+    assert settings.reconcile.enabled and settings.reconcile.interval_seconds == 60.0
+    assert settings.reconcile.max_payment_age_seconds == 30 * 24 * 3600
+    assert settings.ledger_max_entries == 1000
 
 
 def test_every_environment_override(tmp_path: Path) -> None:
@@ -50,8 +53,12 @@ def test_every_environment_override(tmp_path: Path) -> None:
         "GATEWAY_RPC_BASE": "https://c.example/rpc",
         "GATEWAY_ADMIN_TOKEN": "operator-secret",
         "GATEWAY_TRUSTED_PROXIES": "10.0.0.5, 192.168.0.0/16",
+        "GATEWAY_RECONCILE_INTERVAL": "15",
+        "GATEWAY_LEDGER_ARCHIVE_DIR": str(tmp_path / "archive"),
     }
     settings = load_settings(None, env)
+    assert settings.reconcile.interval_seconds == 15.0
+    assert settings.ledger_archive_dir == tmp_path / "archive"
     assert settings.rate_limit_requests == 7  # from GATEWAY_CONFIG
     assert settings.redis_url == "redis://10.1.2.3:6380/2"
     assert settings.createos_api_url == "https://createos.example"
@@ -108,6 +115,8 @@ def test_every_environment_override(tmp_path: Path) -> None:
         ({"redis.replica_ack_timeout_ms": 0}, ENV, "redis.replica_ack_timeout_ms"),
         ({}, {**ENV, "GATEWAY_TRUSTED_PROXIES": "not-an-ip"}, "GATEWAY_TRUSTED_PROXIES"),
         ({}, {**ENV, "GATEWAY_SETTLER_KEY": "0x1234"}, "GATEWAY_SETTLER_KEY"),
+        ({}, {**ENV, "GATEWAY_RECONCILE_INTERVAL": "soon"}, "GATEWAY_RECONCILE_INTERVAL"),
+        ({"reconcile.block_range": 0}, ENV, "reconcile.block_range"),
         ({}, {**ENV, "GATEWAY_SETTLER_KEY": "0x" + "0" * 64}, "GATEWAY_SETTLER_KEY"),
         ({}, {**ENV, "GATEWAY_SETTLER_KEY": "0x" + "f" * 64}, "GATEWAY_SETTLER_KEY"),
         (

@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
 from gateway.errors import Unavailable
-from gateway.ledger import ApplyOutcome, ClaimOutcome, CreditOutcome, EntryKind, Ledger
+from gateway.ledger import (
+    ApplyOutcome,
+    ClaimOutcome,
+    CompactResult,
+    CreditOutcome,
+    EntryKind,
+    Ledger,
+)
 from gateway.store import Store, connect_store
+from gateway.store.archive import FileArchive
 from tests.support import TcpProxy, raw_redis
 
 WALLET = "0x" + "ab" * 20
@@ -141,3 +151,121 @@ async def test_a_lost_reply_is_an_error_never_a_second_entry(
     finally:
         await store.close()
         proxy.stop()
+
+
+# --- compaction (docs/PAYMENTS.md section 9) ----------------------------------------------
+
+
+async def _burns(ledger: Ledger, count: int, *, start: int = 0) -> None:
+    await asyncio.gather(
+        *(
+            ledger.apply(WALLET, EntryKind.BURN, -(7 + i % 3), ref=f"p1:{i}", reason="hour")
+            for i in range(start, start + count)
+        )
+    )
+
+
+async def test_compaction_keeps_the_invariants_and_archives_every_entry(
+    ledger: Ledger, store: Store, tmp_path: Path
+) -> None:
+    archive = FileArchive(tmp_path / "archive")
+    await ledger.apply(WALLET, EntryKind.ADJUSTMENT, 5_000_000, ref="op", reason="gift")
+    await _burns(ledger, 120)
+    before = await ledger.check_consistency(WALLET)
+    history_before = await ledger.entries(WALLET)
+
+    outcome = await ledger.compact(WALLET, archive, keep=20)
+    assert outcome.result is CompactResult.COMPACTED and outcome.archived == 101
+    after = await ledger.check_consistency(WALLET)
+    assert after.ok and after.entries == 21 and after.compacted == 101
+    assert after.balance_micro == before.balance_micro == after.entries_sum_micro
+    checkpoint = (await ledger.entries(WALLET))[-1]  # oldest
+    assert checkpoint.kind == "checkpoint"
+    assert checkpoint.amount_micro == sum(e.amount_micro for e in history_before[20:])
+    assert checkpoint.ref == f"seq:{history_before[-1].seq}-{history_before[20].seq}"
+
+    # A second round folds the first checkpoint and the next entries into one.
+    await _burns(ledger, 50, start=120)
+    again = await ledger.compact(WALLET, archive, keep=10)
+    assert again.result is CompactResult.COMPACTED and again.archived == 60
+    report = await ledger.check_consistency(WALLET)
+    assert report.ok and report.entries == 11 and report.compacted == 161
+    assert len(archive.chunks(WALLET)) == 2
+
+    # The archive plus the hot list is the whole history, in order, each entry once.
+    history = await ledger.full_history(WALLET, archive)
+    assert len(history) == 171
+    assert [e.seq for e in history] == sorted(e.seq for e in history)
+    assert sum(e.amount_micro for e in history) == await ledger.balance(WALLET)
+    assert history[0].reason == "gift"
+
+
+async def test_compaction_within_keep_does_nothing(ledger: Ledger, tmp_path: Path) -> None:
+    archive = FileArchive(tmp_path / "archive")
+    await _burns(ledger, 5)
+    outcome = await ledger.compact(WALLET, archive, keep=10)
+    assert outcome.result is CompactResult.NOTHING
+    assert (await ledger.check_consistency(WALLET)).entries == 5
+    assert archive.chunks(WALLET) == []
+
+
+async def test_compaction_refuses_an_inconsistent_ledger(
+    ledger: Ledger, store: Store, tmp_path: Path
+) -> None:
+    archive = FileArchive(tmp_path / "archive")
+    await _burns(ledger, 10)
+    # An entry whose running balance does not follow: never hidden under a checkpoint.
+    await raw_redis(store).lset(
+        store.keys.ledger(WALLET),
+        3,
+        '{"seq": 999999, "ts": 0, "kind": "burn", "amount": "-1", "balance": "5", "ref": "x", '
+        '"reason": "forged"}',
+    )
+    outcome = await ledger.compact(WALLET, archive, keep=2)
+    assert outcome.result is CompactResult.INCONSISTENT
+    assert (await ledger.check_consistency(WALLET)).entries == 10
+    assert archive.chunks(WALLET) == []  # the chunk of a refused compaction is discarded
+
+
+async def test_concurrent_compactions_fold_once(
+    ledger: Ledger, store: Store, tmp_path: Path
+) -> None:
+    archive = FileArchive(tmp_path / "archive")
+    await _burns(ledger, 60)
+    outcomes = await asyncio.gather(*(ledger.compact(WALLET, archive, keep=10) for _ in range(4)))
+    assert sum(o.result is CompactResult.COMPACTED for o in outcomes) == 1
+    report = await ledger.check_consistency(WALLET)
+    assert report.ok and report.compacted == 50 and report.entries == 11
+    assert len(await ledger.full_history(WALLET, archive)) == 60
+
+
+async def test_a_checkpoint_anywhere_but_the_head_breaks_the_chain(
+    ledger: Ledger, store: Store, tmp_path: Path
+) -> None:
+    archive = FileArchive(tmp_path / "archive")
+    await _burns(ledger, 30)
+    await ledger.compact(WALLET, archive, keep=5)
+    redis = raw_redis(store)
+    key = store.keys.ledger(WALLET)
+    head = await redis.lpop(key)
+    await redis.rpush(key, head)  # the checkpoint moved to the tail
+    assert not (await ledger.check_consistency(WALLET)).ok
+
+
+async def test_a_spare_chunk_from_a_crash_repeats_nothing_in_the_history(
+    ledger: Ledger, store: Store, tmp_path: Path
+) -> None:
+    archive = FileArchive(tmp_path / "archive")
+    await _burns(ledger, 20)
+    # A compaction that wrote its chunk and died before its script ran.
+    head = await store.list_range(store.keys.ledger(WALLET), 0, 9)
+    seqs = [int(json.loads(raw)["seq"]) for raw in head]
+    archive.write_chunk(WALLET, seqs[0], seqs[-1], head)
+    await _burns(ledger, 10, start=20)
+    outcome = await ledger.compact(WALLET, archive, keep=5)
+    assert outcome.result is CompactResult.COMPACTED and outcome.archived == 25
+    assert len(archive.chunks(WALLET)) == 2  # the spare one and the real one overlap
+    history = await ledger.full_history(WALLET, archive)
+    assert len(history) == 30 and len({e.seq for e in history}) == 30
+    assert sum(e.amount_micro for e in history) == await ledger.balance(WALLET)
+    assert (await ledger.check_consistency(WALLET)).ok

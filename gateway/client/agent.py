@@ -60,6 +60,15 @@ from gateway.client.errors import (
     SpendCapExceeded,
     UpstreamFailed,
 )
+from gateway.client.gasless import (
+    PAYMENT_REQUIRED,
+    PAYMENT_RESPONSE,
+    PAYMENT_SIGNATURE,
+    GaslessOffer,
+    gasless_offer,
+    settled_tx,
+    sign_payment,
+)
 from gateway.client.journal import Journal, MemoryJournal, PendingRequest
 from gateway.client.models import (
     Credits,
@@ -74,12 +83,17 @@ from gateway.client.models import (
     TopUp,
 )
 from gateway.client.payer import TokenPayer
+from gateway.client.receipts import GATEWAY_RECEIPT, ReceiptInvalid, verify_receipt
 from gateway.client.signing import auth_headers
 
 ProgressCallback = Callable[[Progress], None]
 _T = TypeVar("_T")
 
 DEFAULT_MAX_USD = Decimal(5)
+#: How the client pays a quote: ``auto`` signs a gasless authorization when the 402 offers one
+#: for the quote's token (USDC) and sends a transfer otherwise; ``gasless`` and ``transfer``
+#: insist on one way.
+PAY_MODES = ("auto", "gasless", "transfer")
 UPSTREAM_RETRIES = 3
 RATE_LIMIT_RETRIES = 5
 IN_PROGRESS_RETRIES = 30
@@ -117,7 +131,12 @@ class AgentClient:
         status_timeout_seconds: float = 900.0,
         unreachable_seconds: float = 30.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        pay_with: str = "auto",
     ) -> None:
+        if pay_with not in PAY_MODES:
+            raise ValueError(f"pay_with must be one of {', '.join(PAY_MODES)}, not {pay_with!r}")
+        self.pay_with = pay_with
+        self._receipt_key: dict[str, Any] | None = None  # GET /agent/receipts, once
         self.gateway_url = gateway_url.rstrip("/")
         self.account = account
         self.max_usd = max_usd
@@ -311,7 +330,7 @@ class AgentClient:
         pending = self._journal.get(key)
         payment = _payment_of(pending) if pending is not None else None
         if payment is not None:
-            self._report("submitting", f"retrying with the earlier payment {payment.tx_hash}")
+            self._report("submitting", f"retrying with the earlier payment {payment.label}")
         else:
             if amount_usd > self.max_usd:
                 raise SpendCapExceeded(amount_usd, self.max_usd, asking="this top-up pays")
@@ -331,23 +350,48 @@ class AgentClient:
                 active_projects=0,
             )
             pending = PendingRequest(idempotency_key=str(uuid.uuid4()))
-            payment = await self._pay(quote, journal_key=key, pending=pending)
+            offers = await self._top_up_offers(amount_usd, chain_name, token_key)
+            payment = await self._pay(quote, journal_key=key, pending=pending, offers=offers)
         headers = _payment_headers(payment)
+        params = {"amount_usd": str(amount_usd)}  # what a gasless offer was made for
         deadline = time.monotonic() + self._confirm_timeout
         while True:
-            answer = await self._request("POST", "/agent/credits/topup", headers=headers)
+            answer = await self._request(
+                "POST", "/agent/credits/topup", headers=headers, params=params
+            )
             if answer.status == 200:
                 self._journal.remove(key)
+                if payment.credential is not None:
+                    payment = self._settled(payment, answer)
+                payment = await self._receipted(payment, answer)
                 return _parsed(functools.partial(TopUp.from_wire, payment=payment), answer)
             if answer.status == 409 and answer.body.get("code") == "payment_already_processed":
                 self._journal.remove(key)
-                self._report("credits", f"payment {payment.tx_hash} was already credited")
+                self._report("credits", f"payment {payment.label} was already credited")
                 return await self._credited_earlier(payment, answer)
             try:
                 await self._wait_if_pending(answer, payment, deadline)
             except PaymentRejected:
                 self._journal.remove(key)  # never creditable: a rerun pays afresh, on purpose
                 raise
+
+    async def _top_up_offers(self, amount_usd: Decimal, chain: str, token: str) -> str | None:
+        """The gateway's gasless offers for this top-up (its 402's ``PAYMENT-REQUIRED``), or
+        None: paying by transfer, or a gateway that offers none."""
+        if self.pay_with == "transfer" or token.lower() != "usdc":
+            return None
+        answer = await self._request(
+            "POST",
+            "/agent/credits/topup",
+            headers={"X-Payment-Chain": chain},
+            params={"amount_usd": str(amount_usd)},
+        )
+        if answer.status == 402:
+            offers: str | None = answer.headers.get(PAYMENT_REQUIRED)
+            return offers
+        if answer.status >= 400 and answer.body.get("code") != "missing_payment_tx":
+            raise _refused(answer)
+        return None
 
     async def _credited_earlier(self, payment: Payment, answer: _Answer) -> TopUp:
         """The ``TopUp`` of a tx an earlier attempt had credited: the amount from its ledger
@@ -357,7 +401,9 @@ class AgentClient:
             (
                 entry.amount_usd
                 for entry in credits.ledger
-                if entry.kind == "payment" and payment.tx_hash.lower() in (entry.ref or "").lower()
+                if entry.kind == "payment"
+                and payment.tx_hash
+                and payment.tx_hash.lower() in (entry.ref or "").lower()
             ),
             None,
         )
@@ -386,7 +432,7 @@ class AgentClient:
         self._journal.put(key, pending)
         payment = _payment_of(pending)
         if payment is not None:
-            self._report("submitting", f"retrying with the earlier payment {payment.tx_hash}")
+            self._report("submitting", f"retrying with the earlier payment {payment.label}")
         opt_in = use_existing_credits
         may_pay = True
         spent = Decimal(0)  # paid by this call: the spend cap is for all of it together
@@ -410,6 +456,10 @@ class AgentClient:
 
             if answer.status == 200:
                 self._journal.remove(key)
+                if payment is not None and payment.credential is not None:
+                    payment = self._settled(payment, answer)
+                if payment is not None:
+                    payment = await self._receipted(payment, answer)
                 replayed = answer.headers.get("idempotent-replayed") == "true"
                 started = _parsed(
                     functools.partial(DeployStarted.from_wire, payment=payment, replayed=replayed),
@@ -440,12 +490,17 @@ class AgentClient:
                 if followed is not None:
                     refusal = _not_a_shortfall(quote, followed, shortfall_paid=shortfall_paid)
                     if refusal is not None:
-                        raise AskedToPayAgain(refusal, followed.tx_hash)
+                        raise AskedToPayAgain(refusal, followed.label)
                     shortfall_paid = True
                 asked = max(quote.amount_usd, quote.token_amount_usd)
                 if spent + asked > self.max_usd:
                     raise SpendCapExceeded(asked, self.max_usd, spent)
-                payment = last_payment = await self._pay(quote, journal_key=key, pending=pending)
+                payment = last_payment = await self._pay(
+                    quote,
+                    journal_key=key,
+                    pending=pending,
+                    offers=answer.headers.get(PAYMENT_REQUIRED),
+                )
                 pending = self._journal.get(key) or pending
                 spent += asked
                 deadline = time.monotonic() + self._confirm_timeout
@@ -496,11 +551,15 @@ class AgentClient:
         retryable = answer.body.get("payment_status") in ("pending", "not_found") or (
             answer.status == 503 and "retry-after" in answer.headers
         )
-        if answer.status == 402 and answer.body.get("error") == "Payment verification failed":
+        if answer.status == 402 and answer.body.get("error") in (
+            "Payment verification failed",
+            "Payment authorization refused",
+        ):
             reason = answer.body.get("reason")
             detail = answer.body.get("detail") or "no detail given"
             raise PaymentRejected(
-                f"the gateway rejected payment {payment.tx_hash} on {payment.chain} "
+                f"the gateway rejected {'' if payment.credential else 'payment '}"
+                f"{payment.label} on {payment.chain} "
                 f"({reason or 'no reason given'}): {detail}; nothing more was paid",
                 payment.tx_hash,
                 reason if isinstance(reason, str) else None,
@@ -509,16 +568,35 @@ class AgentClient:
             raise _refused(answer)
         if time.monotonic() >= deadline:
             raise PaymentNotConfirmed(
-                f"payment {payment.tx_hash} still not confirmed by the gateway: {_error(answer)}",
+                f"{payment.label} still not confirmed by the gateway: {_error(answer)}",
                 payment.tx_hash,
             )
-        self._report("pending", _error(answer), tx=payment.tx_hash)
+        self._report("pending", _error(answer), tx=payment.tx_hash or answer.body.get("tx"))
         await asyncio.sleep(answer.retry_after())
 
-    async def _pay(self, quote: Quote, *, journal_key: str, pending: PendingRequest) -> Payment:
-        """Transfer ``quote.amount_token`` to ``quote.pay_to`` and wait for the receipt; the tx
-        is journalled as soon as it is sent."""
+    async def _pay(
+        self,
+        quote: Quote,
+        *,
+        journal_key: str,
+        pending: PendingRequest,
+        offers: str | None = None,
+    ) -> Payment:
+        """Pay ``quote``: a gasless authorization when ``offers`` (the 402's
+        ``PAYMENT-REQUIRED``) has one for its token and ``pay_with`` allows it, journalled
+        before it is sent; otherwise transfer ``quote.amount_token`` to ``quote.pay_to`` and
+        wait for the receipt, the tx journalled as soon as it is sent."""
         token_address, _ = await self._token(quote.chain, quote.token)
+        if self.pay_with != "transfer":
+            offer = gasless_offer(offers, chain_id=quote.chain_id, token_address=token_address)
+            if offer is not None:
+                return self._authorize(quote, offer, journal_key=journal_key, pending=pending)
+            if self.pay_with == "gasless":
+                raise PaymentError(
+                    f"the gateway offers no gasless payment in {quote.token.upper()} on "
+                    f"{quote.chain} (only USDC can be paid gasless, and only where the gateway "
+                    "has a settler); pay with a transfer instead"
+                )
         self._report(
             "paying",
             f"paying {quote.token_amount_usd} {quote.token.upper()} on {quote.chain} "
@@ -547,6 +625,60 @@ class AgentClient:
             await self._payer.close(w3)
         self._report("confirmed", f"transfer mined in block {block}", tx=tx)
         return payment
+
+    def _authorize(
+        self, quote: Quote, offer: GaslessOffer, *, journal_key: str, pending: PendingRequest
+    ) -> Payment:
+        """Sign the gasless offer (no gas, no RPC) and journal it before it is sent."""
+        if offer.amount > quote.amount_token or str(offer.accepted.get("payTo", "")).lower() != (
+            quote.pay_to.lower()
+        ):
+            raise PaymentError(
+                f"the gateway's gasless offer ({offer.amount} base units to "
+                f"{offer.accepted.get('payTo')}) does not match its quote ({quote.amount_token} "
+                f"to {quote.pay_to}); not paying"
+            )
+        self._report(
+            "paying",
+            f"signing a gasless authorization of {quote.token_amount_usd} "
+            f"{quote.token.upper()} on {quote.chain} to {quote.pay_to} (the gateway pays the gas)",
+            quote=quote,
+        )
+        credential = sign_payment(self.account, offer)
+        self._journal.put(
+            journal_key,
+            replace(
+                pending, tx=None, chain=quote.chain, token=quote.token,
+                amount_token=offer.amount, credential=credential,
+            ),
+        )  # fmt: skip
+        self._report("sent", "authorization signed; the gateway settles it on-chain")
+        return Payment(quote.chain, quote.token, "", offer.amount, credential)
+
+    def _settled(self, payment: Payment, answer: _Answer) -> Payment:
+        """The gasless payment with the settlement tx the gateway answered with."""
+        tx = settled_tx(answer.headers.get(PAYMENT_RESPONSE)) or ""
+        if tx:
+            self._report("confirmed", f"the gateway settled the authorization in {tx}", tx=tx)
+        return replace(payment, tx_hash=tx)
+
+    async def _receipted(self, payment: Payment, answer: _Answer) -> Payment:
+        """The payment with the gateway's signed receipt, once verified (a receipt that does
+        not verify is reported and left out: the credit itself stands either way)."""
+        header = answer.headers.get(GATEWAY_RECEIPT)
+        if not header:
+            return payment
+        if self._receipt_key is None:
+            self._receipt_key = (await self._ok("GET", "/agent/receipts", signed=False)).body
+        try:
+            receipt = verify_receipt(
+                header, self._receipt_key, payer=self.account.address, tx=payment.tx_hash or None
+            )
+        except ReceiptInvalid as exc:
+            self._report("receipt", f"the gateway's receipt does not verify: {exc}")
+            return payment
+        self._report("receipt", f"receipt signed by {self._receipt_key.get('address')} verified")
+        return replace(payment, receipt=receipt, tx_hash=payment.tx_hash or str(receipt["tx"]))
 
     async def _token(self, chain: str, token: str) -> tuple[str, int]:
         """The token's contract address and decimals on ``chain``, as the gateway accepts it."""
@@ -657,6 +789,8 @@ def _list(answer: _Answer) -> list[dict[str, Any]]:
 
 
 def _payment_headers(payment: Payment) -> dict[str, str]:
+    if payment.credential is not None:
+        return {PAYMENT_SIGNATURE: payment.credential, "X-Payment-Chain": payment.chain}
     return {
         "X-Payment-Tx": payment.tx_hash,
         "X-Payment-Chain": payment.chain,
@@ -665,7 +799,12 @@ def _payment_headers(payment: Payment) -> dict[str, str]:
 
 
 def _payment_of(pending: PendingRequest) -> Payment | None:
-    if pending.tx is None or pending.chain is None or pending.token is None:
+    if pending.chain is None or pending.token is None:
+        return None
+    if pending.credential is not None:
+        amount = pending.amount_token or 0
+        return Payment(pending.chain, pending.token, pending.tx or "", amount, pending.credential)
+    if pending.tx is None:
         return None
     return Payment(pending.chain, pending.token, pending.tx, pending.amount_token or 0)
 
@@ -677,7 +816,7 @@ def _not_a_shortfall(quote: Quote, followed: Payment, *, shortfall_paid: bool) -
     payment moved; anything else paid again would be the same money twice."""
     again = (
         f"the gateway asks {quote.amount_usd} USD again after this deploy's payment "
-        f"{followed.tx_hash}"
+        f"{followed.label}"
     )
     advice = (
         "; not paying twice. The payment stays in the wallet's credits (see `balance`); "

@@ -24,7 +24,7 @@ from typing import Any, TextIO
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
-from gateway.client.agent import AgentClient
+from gateway.client.agent import PAY_MODES, AgentClient
 from gateway.client.bundle import BundleError, collect
 from gateway.client.envvars import EnvError, collect_env
 from gateway.client.errors import (
@@ -142,6 +142,17 @@ def add_commands(
     topup.add_argument("--chain", help="payment chain (default: the gateway's default)")
     topup.add_argument("--token", help="payment token (usdc or usdt; default usdc)")
     topup.add_argument("--max-usd", type=_usd_argument, help="spend cap (default $AGENT_MAX_USD)")
+    _pay_option(topup)
+
+
+def _pay_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--pay",
+        choices=PAY_MODES,
+        default="auto",
+        help="gasless: sign a USDC authorization the gateway settles (no ETH needed); "
+        "transfer: send the token yourself; auto (default): gasless when offered",
+    )
 
 
 def _payment_options(parser: argparse.ArgumentParser) -> None:
@@ -158,6 +169,7 @@ def _payment_options(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="deploy on existing credits even when other live projects depend on them",
     )
+    _pay_option(parser)
 
 
 def _usd_argument(text: str) -> Decimal:
@@ -294,6 +306,7 @@ def _client(args: argparse.Namespace, output: Output, environ: Mapping[str, str]
         max_usd=cap,
         journal=FileJournal(state_dir / "payments.json"),
         on_progress=output.progress,
+        pay_with=getattr(args, "pay", "auto"),
     )
 
 

@@ -1,5 +1,6 @@
-"""What the client must not forget between attempts: the tx it paid for a deploy, a redeploy or
-a top-up, and the deploy's ``Idempotency-Key``.
+"""What the client must not forget between attempts: the tx it paid (or the gasless
+authorization it signed) for a deploy, a redeploy or a top-up, and the deploy's
+``Idempotency-Key``.
 
 An entry is written right after the transfer is sent (before its receipt), and removed once the
 gateway has started the deploy or credited the top-up. A retry of the same request, after a
@@ -28,6 +29,9 @@ class PendingRequest:
     chain: str | None = None
     token: str | None = None
     amount_token: int | None = None
+    #: A gasless payment's ``PAYMENT-SIGNATURE``, written before it is sent: a retry sends the
+    #: same authorization (the gateway settles it once), never a second one.
+    credential: str | None = None
 
 
 class Journal(Protocol):

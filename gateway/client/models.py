@@ -64,12 +64,24 @@ class Quote:
 
 @dataclass(frozen=True, slots=True)
 class Payment:
-    """A transfer this client sent (and the gateway was asked to credit)."""
+    """A payment this client made (and the gateway was asked to credit): a transfer it sent
+    (``tx_hash``), or a gasless authorization (``credential``, the ``PAYMENT-SIGNATURE`` it
+    signed) whose settlement tx is known once the gateway answers."""
 
     chain: str
     token: str
     tx_hash: str
     amount_token: int
+    credential: str | None = None
+    #: The gateway's signed receipt of the credit, verified against its published key.
+    receipt: dict[str, Any] | None = None
+
+    @property
+    def label(self) -> str:
+        """How messages name it: the tx, or the authorization not yet settled."""
+        if self.tx_hash:
+            return self.tx_hash
+        return "the gasless authorization" if self.credential else "the payment"
 
 
 @dataclass(frozen=True, slots=True)

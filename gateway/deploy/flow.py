@@ -58,6 +58,8 @@ from gateway.errors import (
 from gateway.headers import RETRY_AFTER
 from gateway.ledger import Ledger
 from gateway.metrics import GatewayMetrics
+from gateway.payments.gasless import GaslessPaid, GaslessPayments, refusal
+from gateway.payments.protocols import BoundPayment, Credential, RequestContext
 from gateway.payments.quote import (
     DeployOnCredits,
     Quote,
@@ -131,13 +133,16 @@ class Payments(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class PaymentHeaders:
-    """What the agent sent about paying: ``X-Payment-Tx``/``-Chain``/``-Token`` and
-    ``X-Use-Existing-Credits: true``."""
+    """What the agent sent about paying: ``X-Payment-Tx``/``-Chain``/``-Token``,
+    ``X-Use-Existing-Credits: true``, or a protocol ``credential`` (MPP or x402, at most one
+    of it and ``tx``) with the ``context`` its challenges are bound to."""
 
     tx: str | None = None
     chain: str | None = None
     token: str | None = None
     use_existing_credits: bool = False
+    credential: Credential | None = None
+    context: RequestContext | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +152,11 @@ class Deployed:
     project_id: str
     deployment_id: str
     warning: str | None = None
+    #: The wallet it was deployed for (a protocol payment without wallet headers names it).
+    wallet: str = ""
+    #: The payment this request credited, if any; ``gasless`` when it was a protocol payment.
+    credited: PaymentCredited | None = None
+    gasless: BoundPayment | None = None
 
     def as_wire(self) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -199,8 +209,10 @@ class DeployFlow:
         ownership: Ownership,
         clock: Clock = system_clock,
         metrics: GatewayMetrics | None = None,
+        gasless: GaslessPayments | None = None,
     ) -> None:
         self._metrics = metrics or GatewayMetrics()
+        self._gasless = gasless
         self._settings = settings
         self._upstream = upstream
         self._payments = payments
@@ -214,10 +226,12 @@ class DeployFlow:
     # --- the two stories ------------------------------------------------------------------
 
     async def deploy(
-        self, wallet: Wallet, request: DeployRequest, payment: PaymentHeaders
+        self, wallet: Wallet | None, request: DeployRequest, payment: PaymentHeaders
     ) -> Deployed:
         """docs/PROTOCOL.md section 4 after validation. Raises the 409/402/400/502/503 of the
-        module doc.
+        module doc. ``wallet`` None: the request carried no wallet-signature headers; a
+        protocol credential's verified payer is then the wallet, and without one the answer
+        is the 402 quote (credits unknown).
 
         Every call is counted once in ``deploys_total{kind="deploy",outcome}``."""
         # Durable: CreateOS acts, and the 200 answers, only on writes the replicas hold.
@@ -226,7 +240,11 @@ class DeployFlow:
                 return await self._deploy(wallet, request, payment)
 
     async def redeploy(
-        self, wallet: Wallet, project_id: str, request: RedeployRequest, payment: PaymentHeaders
+        self,
+        wallet: Wallet | None,
+        project_id: str,
+        request: RedeployRequest,
+        payment: PaymentHeaders,
     ) -> Deployed:
         """New code into a project the wallet owns: 404/403 first, paid like a deploy, but the
         project itself does not count as another project sharing the credits.
@@ -246,18 +264,29 @@ class DeployFlow:
         self._metrics.deploy_finished(kind, "started")
 
     async def _deploy(
-        self, wallet: Wallet, request: DeployRequest, payment: PaymentHeaders
+        self, wallet: Wallet | None, request: DeployRequest, payment: PaymentHeaders
     ) -> Deployed:
         name = request.unique_name
+        quote = make_quote(
+            self._settings, months=request.months, chain=payment.chain, token=payment.token
+        )
+        bound = self._bind(payment, quote)
+        if wallet is None and bound is None:
+            await self._check_name_free(None, name, None)
+            raise self._quote_for_anyone(quote)
+        if bound is not None:
+            wallet = await self._payer(bound, wallet, quote)
+        assert wallet is not None
         async with self._locks.hold(wallet.address, name):
             attempt = await self._attempts.load(wallet.address, name)
             if attempt is not None and attempt.kind != "deploy":
                 attempt = None
-            quote = make_quote(
-                self._settings, months=request.months, chain=payment.chain, token=payment.token
-            )
             credited = await self._accept_payment(
-                wallet, payment, name_check=self._check_name_free(wallet, name, attempt)
+                wallet,
+                payment,
+                quote,
+                bound,
+                name_check=self._check_name_free(wallet, name, attempt),
             )
             decision, money = await self._decide(wallet, quote, payment, credited, itself=False)
             async with self._answering_upstream_failures(money):
@@ -277,11 +306,25 @@ class DeployFlow:
             "deploy started",
             extra={"wallet": wallet.address, "project": project_id, "deployment": deployment_id},
         )
-        return Deployed(project_id, deployment_id, decision.warning)
+        return _deployed(wallet, project_id, deployment_id, decision, credited)
 
     async def _redeploy(
-        self, wallet: Wallet, project_id: str, request: RedeployRequest, payment: PaymentHeaders
+        self,
+        wallet: Wallet | None,
+        project_id: str,
+        request: RedeployRequest,
+        payment: PaymentHeaders,
     ) -> Deployed:
+        quote = make_quote(
+            self._settings, months=request.months, chain=payment.chain, token=payment.token
+        )
+        bound = self._bind(payment, quote)
+        if wallet is None and bound is None:
+            await self._ownership.require_project(project_id)
+            raise self._quote_for_anyone(quote)
+        if bound is not None:
+            wallet = await self._payer(bound, wallet, quote)
+        assert wallet is not None
         record = await self._ownership.require_owner(project_id, wallet.address)
         name = record.unique_name
         async with self._locks.hold(wallet.address, name):
@@ -297,10 +340,7 @@ class DeployFlow:
                 attempt.kind != "redeploy" or attempt.project_id != project_id
             ):
                 attempt = None
-            quote = make_quote(
-                self._settings, months=request.months, chain=payment.chain, token=payment.token
-            )
-            credited = await self._accept_payment(wallet, payment)
+            credited = await self._accept_payment(wallet, payment, quote, bound)
             decision, money = await self._decide(wallet, quote, payment, credited, itself=True)
             async with self._answering_upstream_failures(money):
                 deployment_id = await self._upload_or_adopt(
@@ -318,16 +358,59 @@ class DeployFlow:
             "redeploy started",
             extra={"wallet": wallet.address, "project": project_id, "deployment": deployment_id},
         )
-        return Deployed(project_id, deployment_id, decision.warning)
+        return _deployed(wallet, project_id, deployment_id, decision, credited)
 
     # --- before any money moves -----------------------------------------------------------
 
-    async def _check_name_free(self, wallet: Wallet, name: str, attempt: Attempt | None) -> None:
-        """409 unless the name is free upstream or held by this wallet's half-made project."""
+    def _bind(self, payment: PaymentHeaders, quote: Quote) -> BoundPayment | None:
+        """The protocol credential, if any, checked against this request's offers (402 with
+        fresh challenges when it does not match: nothing was sent)."""
+        if payment.credential is None:
+            return None
+        if self._gasless is None or payment.context is None:
+            raise refusal("not_offered", "This gateway does not settle gasless payments")
+        try:
+            return self._gasless.bind(
+                payment.credential,
+                payment.context,
+                amount_micro=quote.amount_micro,
+                preferred_chain=quote.chain.name,
+            )
+        except PaymentRequired as refused:
+            raise refused.offering(quote.amount_micro, quote.chain.name) from None
+
+    async def _payer(self, bound: BoundPayment, wallet: Wallet | None, quote: Quote) -> Wallet:
+        """The request's wallet: ``wallet`` (the payer is checked to be it when settling) or,
+        without wallet headers, the payer once its signature is proved. The payer takes the
+        credential's challenge here, before the name check, so a challenge used by another
+        payer is refused whatever else is true of the request."""
+        assert self._gasless is not None
+        try:
+            if wallet is None:
+                wallet = await self._gasless.payer(bound)
+            await self._gasless.use_challenge(bound)
+        except PaymentRequired as refused:
+            raise refused.offering(quote.amount_micro, quote.chain.name) from None
+        return wallet
+
+    def _quote_for_anyone(self, quote: Quote) -> PaymentRequired:
+        """The 402 for a request with neither wallet headers nor payment: the price, with the
+        wallet's credits unknown (a stock client learns what to pay from it)."""
+        self._metrics.quote_issued(quote.chain.name, quote.token.key)
+        return quote_required_error(
+            QuoteRequired(quote=quote, balance_micro=None, active_projects=None),
+            self._settings,
+        )
+
+    async def _check_name_free(
+        self, wallet: Wallet | None, name: str, attempt: Attempt | None
+    ) -> None:
+        """409 unless the name is free upstream or held by this wallet's half-made project
+        (``wallet`` None: free upstream and held by nobody here)."""
         owner = await self._names.owner(name)
-        if owner is not None and owner != wallet.lower:
+        if owner is not None and (wallet is None or owner != wallet.lower):
             raise name_taken()
-        if owner == wallet.lower:
+        if wallet is not None and owner == wallet.lower:
             for record in await self._ownership.projects_of(wallet.address):
                 if record.unique_name == name:
                     raise name_taken(
@@ -344,14 +427,29 @@ class DeployFlow:
         self,
         wallet: Wallet,
         payment: PaymentHeaders,
+        quote: Quote,
+        bound: BoundPayment | None,
         *,
         name_check: Coroutine[Any, Any, None] | None = None,
-    ) -> PaymentCredited | None:
+    ) -> PaymentCredited | GaslessPaid | None:
         """Verify and credit the payment, if any. With ``name_check`` (a deploy), the check runs
         concurrently with the verification's RPC calls (they need nothing from each other: on
         a real network this saves the longer of the two), but the payment is credited only
         once the name is known free: a 409 leaves the tx unclaimed, as if the name had been
-        checked first, and takes precedence over the payment's own refusal."""
+        checked first, and takes precedence over the payment's own refusal.
+
+        A protocol payment (``bound``) is settled only after the name check: settling sends a
+        transaction, and nothing costs money before the request is known deployable."""
+        if bound is not None:
+            assert self._gasless is not None
+            if name_check is not None:
+                await name_check
+            try:
+                return await self._gasless.settle(bound, wallet)
+            except PaymentRequired as refused:
+                if refused.fields.get("settlement") == "refused":
+                    raise refused.offering(quote.amount_micro, quote.chain.name) from None
+                raise
         if payment.tx is None:
             if name_check is not None:
                 await name_check
@@ -388,14 +486,16 @@ class DeployFlow:
         wallet: Wallet,
         quote: Quote,
         payment: PaymentHeaders,
-        credited: PaymentCredited | None,
+        paid: PaymentCredited | GaslessPaid | None,
         *,
         itself: bool,
     ) -> tuple[DeployOnCredits, _Money]:
         """Deploy on credits, or raise the 402 quote. A payment credited by this request opts
         in to credits shared with other projects, and a 402 after it asks only the shortfall
         (``decide``). ``itself``: the project being deployed is already one of the wallet's
-        active projects (a redeploy) and is not counted."""
+        active projects (a redeploy) and is not counted. A protocol payment that covers the
+        quote deploys with no sharing warning: the client paid the price it was asked."""
+        credited = paid.credited if isinstance(paid, GaslessPaid) else paid
         if credited is not None:
             balance = credited.balance_micro
         else:
@@ -414,6 +514,8 @@ class DeployFlow:
         if isinstance(decision, QuoteRequired):
             self._metrics.quote_issued(quote.chain.name, quote.token.key)
             raise quote_required_error(decision, self._settings)
+        if isinstance(paid, GaslessPaid):
+            decision = DeployOnCredits(warning=None)
         return decision, _Money(balance, credited_micro)
 
     # --- upstream writes, each one recorded before it is sent -----------------------------
@@ -602,6 +704,20 @@ class DeployFlow:
             ) from exc
 
 
+def _deployed(
+    wallet: Wallet,
+    project_id: str,
+    deployment_id: str,
+    decision: DeployOnCredits,
+    paid: PaymentCredited | GaslessPaid | None,
+) -> Deployed:
+    if isinstance(paid, GaslessPaid):
+        return Deployed(
+            project_id, deployment_id, None, wallet.address, paid.credited, paid.payment
+        )
+    return Deployed(project_id, deployment_id, decision.warning, wallet.address, paid)
+
+
 def deploy_outcome(error: BaseException) -> str:
     """The ``outcome`` label of a deploy that raised ``error``."""
     if isinstance(error, PaymentRequired):
@@ -625,9 +741,13 @@ def _adoptable(project: Project | None) -> TypeGuard[Project]:
 
 
 def deploy_lock_ttl_ms(settings: Settings) -> int:
-    """Longer than the slowest deploy: payment verification, a few reads, one upload."""
+    """Longer than the slowest deploy: payment verification or settlement, a few reads, one
+    upload."""
     seconds = (
-        settings.verify_timeout_seconds
+        max(
+            settings.verify_timeout_seconds,
+            settings.settle_wait_seconds + 4 * settings.rpc_timeout_seconds,
+        )
         + settings.upstream_upload_timeout
         + 8 * (settings.upstream_connect_timeout + settings.upstream_read_timeout)
     )

@@ -100,8 +100,8 @@ class QuoteRequired:
     """
 
     quote: Quote
-    balance_micro: int
-    active_projects: int
+    balance_micro: int | None  # None: unknown (no wallet-signature headers)
+    active_projects: int | None
     warning: str | None = None
     credited_micro: int | None = None
     price_micro: int | None = None
@@ -193,7 +193,9 @@ def quote_required_error(decision: QuoteRequired, settings: Settings) -> Payment
     fields: dict[str, Any] = {
         "amount_usd": micro_to_usd_number(quote.amount_micro),
         "amount_token": str(quote.amount_token),
-        "current_credit_balance_usd": micro_to_usd_number(decision.balance_micro),
+        "current_credit_balance_usd": (
+            None if decision.balance_micro is None else micro_to_usd_number(decision.balance_micro)
+        ),
         "active_projects": decision.active_projects,
         "pay_to": quote.chain.pay_to,
         "payment_chain": quote.chain.name,
@@ -207,4 +209,6 @@ def quote_required_error(decision: QuoteRequired, settings: Settings) -> Payment
         fields["credited_usd"] = micro_to_usd_number(decision.credited_micro)
     if decision.price_micro is not None:
         fields["price_usd"] = micro_to_usd_number(decision.price_micro)
-    return PaymentRequired("Payment required", **fields)
+    return PaymentRequired("Payment required", **fields).offering(
+        quote.amount_micro, quote.chain.name
+    )

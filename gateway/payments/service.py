@@ -106,7 +106,9 @@ class PaymentService:
         clock: Clock,
         after_credit: Callable[[str], Awaitable[None]] | None = None,
         metrics: GatewayMetrics | None = None,
+        credit_reason: str = "payment received",
     ) -> None:
+        self._credit_reason = credit_reason  # the ledger entry's reason (the reconciler's own)
         self._settings = settings
         self._ledger = ledger
         self._chains = chains
@@ -209,6 +211,7 @@ class PaymentService:
                 verified.amount_micro,
                 verified.record,
                 recheck_block=recheck,
+                reason=self._credit_reason,
             )
             if applied.outcome is CreditOutcome.USED:
                 raise await self._already_processed(wallet, chain_config, tx_hash)

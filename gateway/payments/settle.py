@@ -47,6 +47,7 @@ from gateway.chains import FeeCaps, Receipt, Simulation
 from gateway.config import ChainConfig, Settings, TokenConfig
 from gateway.errors import PaymentRequired
 from gateway.headers import RETRY_AFTER
+from gateway.metrics import GatewayMetrics
 from gateway.payments.authorization import (
     Authorization,
     Refusal,
@@ -90,6 +91,8 @@ class SettlementChain(Protocol):
     async def authorization_used_tx(
         self, token: str, authorizer: str, nonce: bytes, *, lookback_blocks: int
     ) -> str | None: ...
+
+    async def eth_balance(self, address: str) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,11 +205,12 @@ class SettlementJournal:
         *,
         state: str,
         credit_tx: str,
+        gas_wei: int | None = None,
     ) -> None:
         await self._store.run(
             "finish_settlement",
             [self._key(chain_id, token, authorization.payer, authorization.nonce)],
-            [state, credit_tx, self._now_ms()],
+            [state, credit_tx, self._now_ms(), "" if gas_wei is None else gas_wei],
         )
 
     async def next_settler_nonce(self, chain_id: int, settler: str, chain_pending: int) -> int:
@@ -239,9 +243,11 @@ class Settler:
         payments: PaymentService,
         *,
         clock: Clock,
+        metrics: GatewayMetrics | None = None,
     ) -> None:
         if settings.settler_key is None:
             raise ValueError("Settler needs GATEWAY_SETTLER_KEY")
+        self._metrics = metrics or GatewayMetrics()
         self._settings = settings
         self._journal = journal
         self._chains = chains
@@ -299,6 +305,16 @@ class Settler:
                 Refusal.PAYER_MISMATCH,
                 "The authorization's payer is not the wallet that signed this request",
             )
+        await self.check_signature(authorization, chain, token)
+
+    async def check_signature(
+        self, authorization: Authorization, chain: ChainConfig, token: TokenConfig
+    ) -> None:
+        """The signature is the payer's: an account key's (recovered, low s), or a contract
+        wallet's EIP-1271 answer. Refused (402 ``bad_signature``) otherwise. This is what makes
+        the payer the wallet of a request that carries no wallet-signature headers."""
+        if not token.gasless:
+            raise _refused(Refusal.TOKEN_NOT_GASLESS, f"{token.symbol} cannot be paid gasless")
         message_digest = digest(authorization, chain.chain_id, token)
         if recover_signer(authorization, message_digest) == authorization.payer:
             return
@@ -353,6 +369,7 @@ class Settler:
                     "authorization settled by someone else",
                     extra={"chain": chain.name, "tx": foreign},
                 )
+                self._metrics.settlement_finished(chain.name, "foreign", 0)
                 return Recorded(tx=foreign, raw=b"", credit_tx=foreign, state="foreign")
 
             call = transfer_calldata(authorization)
@@ -430,14 +447,29 @@ class Settler:
                 await reader.send_raw_transaction(record.raw)
                 receipt = await self._await_receipt(reader, record.tx)
             if receipt.status != 1:
+                self._metrics.settlement_finished(chain.name, "reverted", receipt.gas_cost_wei)
                 credit_tx = await self._after_revert(authorization, chain, token, record.tx)
             else:
                 await self._journal.finish(
-                    chain.chain_id, token, authorization, state="settled", credit_tx=record.tx
+                    chain.chain_id,
+                    token,
+                    authorization,
+                    state="settled",
+                    credit_tx=record.tx,
+                    gas_wei=receipt.gas_cost_wei,
+                )
+                self._metrics.settlement_finished(chain.name, "settled", receipt.gas_cost_wei)
+                log.info(
+                    "settlement mined",
+                    extra={"chain": chain.name, "tx": record.tx, "gas_wei": receipt.gas_cost_wei},
                 )
         return await self._payments.accept(
             Wallet(authorization.payer), tx=credit_tx, chain=chain.name, token=token.key
         )
+
+    async def gas_balance(self, chain: ChainConfig) -> int:
+        """The settler's native balance on ``chain`` (wei)."""
+        return await self._chains[chain.name].eth_balance(self.address)
 
     async def _after_revert(
         self, authorization: Authorization, chain: ChainConfig, token: TokenConfig, tx: str

@@ -141,11 +141,16 @@ class Ownership:
         raw = await self._store.hash(self._keys.project(owner, project_id))
         return _record(project_id, raw) if raw else None
 
-    async def require_owner(self, project_id: str, wallet: str) -> ProjectRecord:
-        """The record if ``wallet`` owns it; 404 if unknown (or deleted), 403 if another's."""
+    async def require_project(self, project_id: str) -> ProjectRecord:
+        """The record of a live project; 404 if unknown (or deleted)."""
         record = await self.get(project_id)
         if record is None or record.status == ProjectStatus.DELETED.value:
             raise NotFound("Unknown project", code="unknown_project")
+        return record
+
+    async def require_owner(self, project_id: str, wallet: str) -> ProjectRecord:
+        """The record if ``wallet`` owns it; 404 if unknown (or deleted), 403 if another's."""
+        record = await self.require_project(project_id)
         if record.wallet != wallet.lower():
             raise Forbidden("This project belongs to another wallet", code="not_owner")
         return record

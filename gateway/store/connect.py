@@ -221,6 +221,40 @@ class Store:
         with storage_errors():
             await self._redis.zrem(key, member)
 
+    # --- reconciler state (plain reads and writes, no TTL) -------------------------------------
+
+    async def write(self, key: str, value: str) -> None:
+        """``SET`` without expiry."""
+        with storage_errors():
+            await self._redis.set(key, value)
+
+    async def field(self, key: str, name: str) -> str | None:
+        with storage_errors():
+            value = await self._redis.hget(key, name)
+        return None if value is None else str(value)
+
+    async def set_field(self, key: str, name: str, value: str | int) -> None:
+        with storage_errors():
+            await self._redis.hset(key, name, value)
+
+    async def set_field_if_absent(self, key: str, name: str, value: str) -> bool:
+        with storage_errors():
+            return bool(await self._redis.hsetnx(key, name, value))
+
+    async def delete_field(self, key: str, name: str) -> None:
+        with storage_errors():
+            await self._redis.hdel(key, name)
+
+    async def list_length(self, key: str) -> int:
+        with storage_errors():
+            return int(await self._redis.llen(key))
+
+    async def memory_usage(self, key: str) -> int:
+        """``MEMORY USAGE`` of one key in bytes (0 when absent): benchmarks and operators."""
+        with storage_errors():
+            used = await self._redis.memory_usage(key, samples=0)
+        return int(used or 0)
+
     # --- the connection ---------------------------------------------------------------------
 
     async def ping(self) -> bool:

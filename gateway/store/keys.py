@@ -98,6 +98,10 @@ class KeySpace:
         tx and its hash before it is sent, the tx that credits it, its state)."""
         return f"{self.prefix}settle:{chain_id}:{token.lower()}:{payer.lower()}:{nonce_hex.lower()}"
 
+    def challenge(self, challenge_id: str) -> str:
+        """An MPP challenge that was used: the payer who used it (expires after the challenge)."""
+        return f"{self.prefix}challenge:{challenge_id}"
+
     def settler_nonce(self, chain_id: int, settler: str) -> str:
         """The next account nonce the settler may sign with on a chain (shared by processes)."""
         return f"{self.prefix}settler:{chain_id}:{settler.lower()}:nonce"
@@ -168,3 +172,32 @@ class KeySpace:
     def name_owner(self, unique_name: str) -> str:
         """Global: the wallet that holds a uniqueName through this gateway."""
         return f"{self.prefix}name:{unique_name.lower()}"
+
+    # --- reconciliation and ledger compaction (docs/PAYMENTS.md sections 8-9) -------------
+    # Kept in their own section (appended last) so the hash-tag work on the keys above can
+    # move them without touching these. None of these is touched by a script together with a
+    # wallet's money keys, except ``ledger`` itself (compaction).
+    def reconcile_lease(self) -> str:
+        """Leader lease of the reconciler loop (holder token, PX expiry)."""
+        return f"{self.prefix}reconcile:lease"
+
+    def reconcile_checkpoints(self) -> str:
+        """Hash ``<chain_id>:<token>`` -> the last block whose Transfer logs were scanned."""
+        return f"{self.prefix}reconcile:checkpoints"
+
+    def reconcile_found(self) -> str:
+        """Hash ``<chain_id>:<tx>:<sender>`` -> JSON of an unclaimed transfer still to settle
+        (chain, token, block, first seen); removed once credited or decided."""
+        return f"{self.prefix}reconcile:found"
+
+    def reconcile_audited(self) -> str:
+        """Hash wallet -> how many of its oldest credited payments were checked on-chain."""
+        return f"{self.prefix}reconcile:audited"
+
+    def reconcile_summary(self) -> str:
+        """JSON of what the last reconciliation pass found and did (operator CLI)."""
+        return f"{self.prefix}reconcile:last"
+
+    def reconcile_action(self, action: str, ref: str) -> str:
+        """Once-only guard of one reconciler ledger entry (an adoption)."""
+        return f"{self.prefix}reconcile:done:{action}:{ref}"

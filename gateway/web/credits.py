@@ -3,20 +3,34 @@
 
 from __future__ import annotations
 
+import hashlib
 from decimal import ROUND_HALF_UP, Decimal
 
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.errors import BadRequest
-from gateway.headers import PAYMENT_CHAIN, PAYMENT_TOKEN, PAYMENT_TX
+from gateway.config import Settings
+from gateway.errors import BadRequest, PaymentRequired
+from gateway.headers import CACHE_CONTROL, PAYMENT_TX
+from gateway.payments.quote import resolve_chain
+from gateway.payments.service import PaymentCredited
 from gateway.projects.records import ProjectStatus
-from gateway.types import micro_to_credits, micro_to_usd_number
+from gateway.types import checksum_address, micro_to_credits, micro_to_usd_number, usd_to_micro
+from gateway.web.payment import (
+    offering,
+    payment_headers,
+    protocol_receipts,
+    request_context,
+    requester,
+    signed_receipt,
+)
 from gateway.web.responses import json_response
 from gateway.web.services import authenticated, services
 
 #: Ledger entries shown by ``GET /agent/credits``, newest first.
 LEDGER_ENTRIES_SHOWN = 20
+#: The most one protocol top-up may ask for (``?amount_usd=``), in micro-USD.
+MAX_TOPUP_MICRO = 10_000 * 1_000_000
 
 
 def runway_hours(balance_micro: int, burn_micro_per_hour: int) -> float | None:
@@ -59,30 +73,79 @@ async def credits(request: Request) -> Response:
 
 
 async def topup(request: Request) -> Response:
-    """Credit an ``X-Payment-Tx`` payment without deploying; 200 with the new balance.
+    """Credit a payment without deploying; 200 with the new balance.
 
-    Same verification and errors as a paid deploy (``PaymentService.accept``).
+    ``X-Payment-Tx``: the same verification and errors as a paid deploy
+    (``PaymentService.accept``). A protocol payment (MPP, x402) pays the offers of this
+    route's 402, made for ``?amount_usd=`` (default: the minimum price); without wallet
+    headers its payer is the wallet credited.
     """
-    wallet = await authenticated(request)
-    tx = request.headers.get(PAYMENT_TX)
-    if not tx:
+    svc = services(request)
+    payment = payment_headers(request.headers)
+    wallet = await requester(request, svc, payment)
+    if payment.tx is not None:
+        assert wallet is not None
+        credited = await svc.payments.accept(
+            wallet, tx=payment.tx, chain=payment.chain, token=payment.token
+        )
+        return _credited(wallet.address, credited, signed_receipt(svc, wallet.address, credited))
+    if svc.gasless is None:
         raise BadRequest(
             f"{PAYMENT_TX} header is required", code="missing_payment_tx", field=PAYMENT_TX
         )
-    credited = await services(request).payments.accept(
-        wallet,
-        tx=tx,
-        chain=request.headers.get(PAYMENT_CHAIN),
-        token=request.headers.get(PAYMENT_TOKEN),
-    )
+    amount_micro = _topup_amount(request, svc.settings)
+    chain = resolve_chain(svc.settings, payment.chain).name
+    context = request_context(request, svc, hashlib.sha256(await request.body()).digest())
+    with offering(svc, context):
+        if payment.credential is None:
+            raise PaymentRequired(
+                "Payment required",
+                amount_usd=micro_to_usd_number(amount_micro),
+                payment_chain=chain,
+                hint=f"Pay with {PAYMENT_TX}, or with one of the offers in this answer's "
+                "headers; ?amount_usd= sets the amount",
+            ).offering(amount_micro, chain)
+        paid = await svc.gasless.top_up(
+            payment.credential,
+            context,
+            wallet,
+            amount_micro=amount_micro,
+            preferred_chain=chain,
+        )
+    payer = paid.payment.authorization.payer
+    headers = protocol_receipts(paid.payment, paid.credited.tx_hash, svc.clock())
+    headers.update(signed_receipt(svc, payer, paid.credited))
+    return _credited(payer, paid.credited, headers)
+
+
+def _topup_amount(request: Request, settings: Settings) -> int:
+    """``?amount_usd=``: a positive USD decimal with at most 6 places, at most 10,000."""
+    text = request.query_params.get("amount_usd")
+    if text is None:
+        return settings.pricing.minimum_micro_usd
+    try:
+        micro = usd_to_micro(text)
+    except ValueError:
+        micro = 0
+    if not 0 < micro <= MAX_TOPUP_MICRO:
+        raise BadRequest(
+            "amount_usd must be a USD amount above 0 and at most 10000, at most 6 decimals",
+            code="invalid_amount",
+            field="amount_usd",
+        )
+    return micro
+
+
+def _credited(wallet: str, credited: PaymentCredited, headers: dict[str, str]) -> Response:
     return json_response(
         {
-            "wallet": wallet.address,
+            "wallet": checksum_address(wallet),
             "credited_usd": micro_to_usd_number(credited.amount_micro),
             "balance_usd": micro_to_usd_number(credited.balance_micro),
             "credits": micro_to_credits(credited.balance_micro),
             "chain": credited.chain,
             "token": credited.token,
             "tx": credited.tx_hash,
-        }
+        },
+        headers={CACHE_CONTROL: "private", **headers},
     )

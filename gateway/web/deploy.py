@@ -11,28 +11,30 @@ thread so the event loop keeps serving other requests.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.config import Settings
-from gateway.deploy.flow import PaymentHeaders
+from gateway.deploy.flow import Deployed
 from gateway.deploy.idempotency import parse_key
 from gateway.deploy.validation import invalid, parse_json_object, validate_deploy, validate_redeploy
-from gateway.headers import (
-    IDEMPOTENCY_KEY,
-    PAYMENT_CHAIN,
-    PAYMENT_TOKEN,
-    PAYMENT_TX,
-    USE_EXISTING_CREDITS,
-)
+from gateway.headers import IDEMPOTENCY_KEY
 from gateway.web.idempotent import answer_once
-from gateway.web.services import authenticated, services
+from gateway.web.payment import (
+    offering,
+    payment_headers,
+    receipt_headers,
+    request_context,
+    requester,
+)
+from gateway.web.responses import json_response
+from gateway.web.services import services
 
 #: Bodies above this are parsed and validated in a worker thread.
 THREAD_THRESHOLD_BYTES = 256 * 1024
@@ -82,46 +84,43 @@ async def validated(
     return parse_and_validate(body, validate, settings)
 
 
-def payment_headers(headers: Headers) -> PaymentHeaders:
-    def value(name: str) -> str | None:
-        """The header's trimmed value; absent and blank are the same."""
-        return headers.get(name, "").strip() or None
-
-    return PaymentHeaders(
-        tx=value(PAYMENT_TX),
-        chain=value(PAYMENT_CHAIN),
-        token=value(PAYMENT_TOKEN),
-        use_existing_credits=(headers.get(USE_EXISTING_CREDITS, "").strip().lower() == "true"),
-    )
-
-
 async def deploy(request: Request) -> Response:
-    wallet = await authenticated(request)
-    svc = services(request)
-    key = parse_key(request.headers.get(IDEMPOTENCY_KEY))
-    payment = payment_headers(request.headers)
-    body = await read_body(request)
-
-    async def run() -> tuple[int, dict[str, Any]]:
-        deploy_request = await validated(body, validate_deploy, svc.settings)
-        deployed = await svc.deploys.deploy(wallet, deploy_request, payment)
-        return 200, deployed.as_wire()
-
-    return await answer_once(request, svc, wallet.address, key, body.digest, run)
+    return await _paid(request, project_id=None)
 
 
 async def redeploy(request: Request) -> Response:
     """Body ``{"upload", "months"?}``; paid like a deploy; ``Idempotency-Key`` honoured."""
-    wallet = await authenticated(request)
+    return await _paid(request, project_id=request.path_params["projectId"])
+
+
+async def _paid(request: Request, *, project_id: str | None) -> Response:
+    """Both routes: who pays and how (``gateway.web.payment``), then the flow; a 402 leaves
+    with the protocol challenges, a paid 200 with its receipts."""
     svc = services(request)
-    project_id = request.path_params["projectId"]
-    key = parse_key(request.headers.get(IDEMPOTENCY_KEY))
     payment = payment_headers(request.headers)
+    wallet = await requester(request, svc, payment)
+    key = parse_key(request.headers.get(IDEMPOTENCY_KEY))
     body = await read_body(request)
+    context = request_context(request, svc, bytes.fromhex(body.digest))
+    payment = dataclasses.replace(payment, context=context)
+    deployed: list[Deployed] = []
 
     async def run() -> tuple[int, dict[str, Any]]:
-        redeploy_request = await validated(body, validate_redeploy, svc.settings)
-        deployed = await svc.deploys.redeploy(wallet, project_id, redeploy_request, payment)
-        return 200, deployed.as_wire()
+        with offering(svc, context):
+            if project_id is None:
+                deploy_request = await validated(body, validate_deploy, svc.settings)
+                done = await svc.deploys.deploy(wallet, deploy_request, payment)
+            else:
+                redeploy_request = await validated(body, validate_redeploy, svc.settings)
+                done = await svc.deploys.redeploy(wallet, project_id, redeploy_request, payment)
+        deployed.append(done)
+        return 200, done.as_wire()
 
-    return await answer_once(request, svc, wallet.address, key, body.digest, run)
+    if wallet is None:  # no wallet to scope an Idempotency-Key to: the payment is the key
+        status, answer = await run()
+        response: Response = json_response(answer, status=status)
+    else:
+        response = await answer_once(request, svc, wallet.address, key, body.digest, run)
+    if deployed:
+        response.headers.update(receipt_headers(svc, deployed[0]))
+    return response

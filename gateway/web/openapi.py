@@ -170,8 +170,8 @@ _QUOTE = _obj(
     error=_STR,
     amount_usd=_NUM,
     amount_token=_STR,
-    current_credit_balance_usd=_NUM,
-    active_projects=_INT,
+    current_credit_balance_usd={"type": ["number", "null"]},
+    active_projects={"type": ["integer", "null"]},
     pay_to=_ADDRESS,
     payment_chain=_STR,
     token=_STR,
@@ -274,6 +274,22 @@ PATHS: dict[str, dict[str, Any]] = {
         "get": _op(
             "Payment recipient per chain",
             _json(_obj(recipients={"type": "array"}), "Recipients"),
+            (429,),
+        )
+    },
+    "/agent/receipts": {
+        "get": _op(
+            "The address that signs every paid answer's Gateway-Receipt (EIP-712)",
+            _json(
+                _obj(
+                    address={"type": ["string", "null"]},
+                    domain={"type": "object"},
+                    types={"type": "object"},
+                    primaryType=_STR,
+                    header=_STR,
+                ),
+                "Receipt key",
+            ),
             (429,),
         )
     },

@@ -8,6 +8,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.errors import BadRequest, GatewayError
+from gateway.payments.receipts import published
 from gateway.types import checksum_address, format_token_amount, is_address
 from gateway.web.responses import json_response
 from gateway.web.services import services
@@ -44,7 +45,24 @@ async def ready(request: Request) -> Response:
     body: dict[str, object] = {"status": "ok" if not failing else "unavailable", "checks": checks}
     if failing:
         body["failing"] = failing
+    if svc.gasless is not None:
+        # The settler's gas: short of it, gasless offers stop on that chain, pushed payments
+        # go on, so the gateway is degraded, not down.
+        gas = await svc.gasless.refresh_gas()
+        checks.update({f"settler:{name}": state for name, state in gas.items()})
+        body["settler"] = svc.gasless.settler_address
+        degraded = sorted(f"settler:{n}" for n, state in gas.items() if state != "ok")
+        if degraded:
+            body["degraded"] = degraded
+            if not failing:
+                body["status"] = "degraded"
     return json_response(body, status=200 if not failing else 503)
+
+
+async def receipts(request: Request) -> Response:
+    """The address that signs every paid answer's ``Gateway-Receipt``, and its EIP-712 layout
+    (``address`` null when this gateway signs none)."""
+    return json_response(published(services(request).receipts))
 
 
 async def chains(request: Request) -> Response:

@@ -25,6 +25,7 @@ routes = [
     Route("/metrics", metrics.metrics, methods=["GET"]),
     Route("/agent/chains", public.chains, methods=["GET"]),
     Route("/agent/recipients", public.recipients, methods=["GET"]),
+    Route("/agent/receipts", public.receipts, methods=["GET"]),
     Route("/agent/balance/{address}", public.balance, methods=["GET"]),
     # authenticated (wallet signature)
     Route("/agent/credits", credits.credits, methods=["GET"]),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import overload
 
 from starlette.requests import Request
 
@@ -16,6 +17,8 @@ from gateway.deploy.idempotency import Idempotency
 from gateway.ledger import Ledger
 from gateway.logs import current_request
 from gateway.metrics import GatewayMetrics
+from gateway.payments.gasless import GaslessPayments
+from gateway.payments.receipts import ReceiptSigner
 from gateway.payments.recheck import PaymentRechecker
 from gateway.payments.service import PaymentService
 from gateway.projects.metering import Metering
@@ -46,6 +49,10 @@ class Services:
     metering: Metering
     audit: Audit
     metrics: GatewayMetrics
+    #: Protocol (MPP, x402) payments settled gasless; None without a settler key.
+    gasless: GaslessPayments | None = None
+    #: Signs the receipt of every paid answer; None without a receipt key.
+    receipts: ReceiptSigner | None = None
 
 
 def services(request: Request) -> Services:
@@ -53,15 +60,28 @@ def services(request: Request) -> Services:
     return found
 
 
-async def authenticated(request: Request) -> Wallet:
+@overload
+async def authenticated(request: Request) -> Wallet: ...
+
+
+@overload
+async def authenticated(request: Request, *, anonymous: bool) -> Wallet | None: ...
+
+
+async def authenticated(request: Request, *, anonymous: bool = False) -> Wallet | None:
     """The wallet of a protected request (docs/PROTOCOL.md section 2), or AuthFailed / RateLimited.
 
-    The request is counted against the rate limit here (see ``RateLimitMiddleware``)."""
+    The request is counted against the rate limit here (see ``RateLimitMiddleware``).
+    ``anonymous``: the request is only counted (it carries no wallet headers and the route
+    answers it without a wallet)."""
     bucket: RateBucket | None = request.scope.get("state", {}).get("rate_bucket")
     if bucket is None:  # a route outside /agent/*: still counted, by the client's address
         peer = request.client.host if request.client else "unknown"
         bucket = RateBucket(peer, "-")
     bucket.counted = True
+    if anonymous:
+        await services(request).limiter.hit(bucket.client_ip, bucket.wallet_key)
+        return None
     wallet = await services(request).auth.authenticate(
         request.headers, client_ip=bucket.client_ip, wallet_key=bucket.wallet_key
     )

@@ -52,8 +52,8 @@ def test_demo_deploys_end_to_end_and_exits_0() -> None:
     assert "left out secrets: ['.env']" in out
     steps = [
         "402: 0.5 USD = 500000 base units of USDC on arbitrum",
-        "transfer sent: 0x",
-        "transfer mined in block",
+        "signing a gasless authorization of 0.500000 USDC on arbitrum",
+        "the gateway settled the authorization in 0x",
         "started",
         "building",
         "live at https://demo-app-",
@@ -63,6 +63,9 @@ def test_demo_deploys_end_to_end_and_exits_0() -> None:
     assert -1 not in positions, out
     assert positions == sorted(positions), out
     assert "credits 0.5 USD, 1 active project(s)" in out
+    # The demo wallet holds no ETH, before and after: the gateway's settler paid the gas.
+    assert "the wallet's ETH: 0;" in out
+    assert "transfer sent" not in out
     # The run's own agent state (journal included), gone with the run: the next starts empty.
     state_dir = exported_state_dir(out)
     assert state_dir.name == "agent" and state_dir.parent.name.startswith("gateway-dev-")
