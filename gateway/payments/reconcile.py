@@ -300,8 +300,7 @@ class Reconciler:
                 token=item["token"],
             )
         except Conflict:
-            # Claimed by another payer of the same tx: one claim per tx today.
-            report.refused.append({**summary, "reason": "the tx was credited to another payer"})
+            # Claims are per payer: this sender's transfer was credited to it meanwhile.
             return True
         except PaymentRequired as exc:
             status = exc.fields.get("payment_status")

@@ -32,6 +32,7 @@ money, and a second run behind the caller's back could apply a change twice.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -209,6 +210,11 @@ class Scripts:
         except Exception as exc:  # the connection failed: each call fails as it would alone
             for call in batch:
                 _settle(call.future, exc)
+            # The node may be gone (a cluster failover): read the slot map again, as redis-py's
+            # own commands do, so the next calls go to whoever serves the slots now.
+            assert self._cluster is not None
+            with contextlib.suppress(RedisError, OSError):
+                await self._cluster.nodes_manager.initialize()
             return
         await self._deliver(batch, [c.result for c in commands], durable)
 
