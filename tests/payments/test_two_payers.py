@@ -6,6 +6,7 @@ once; neither can take the other's."""
 from __future__ import annotations
 
 from devstack.anvil import AnvilNode
+from gateway.audit import Audit
 from tests.payment_support import calldata, new_payer, send_as, token_address, topup
 from tests.support import PAY_TO, USDC, Gateway
 
@@ -51,6 +52,12 @@ async def test_one_tx_from_two_payers_credits_each_payer_once(
     for payer, amount in ((first, 2 * USDC), (second, 3 * USDC)):
         record = await ledger.payment_record(ARBITRUM, tx, payer.address)
         assert record is not None and int(record["amount_micro"]) == amount
+    # The operator's view of the tx names both payers, each with their own credit.
+    view = await Audit(pgw.settings, ledger, pgw.services.ownership).payment("arbitrum", tx)
+    assert {(p["wallet"], p["amount_usd"]) for p in view["payers"]} == {
+        (first.address, 2.0),
+        (second.address, 3.0),
+    }
 
 
 async def test_a_third_wallet_gets_nothing_from_a_two_payer_tx(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,9 +24,11 @@ from gateway.config import RedisConnection, Settings, load_settings
 from gateway.errors import Unavailable
 from gateway.ledger import EntryKind, Ledger
 from gateway.store import connect_store
+from gateway.store.archive import FileArchive
 from gateway.store.keys import KeySpace, slot_tag
 from tests.deploy_support import SIM_KEY, deploy, deploy_body
 from tests.payment_support import assert_invariants, new_payer, pay, payment_settings, topup
+from tests.payments.test_reconcile import reconcile_settings, reconciler_of
 from tests.payments.test_two_payers import pull_from_two
 from tests.support import LOCAL_CONFIG, USDC, Gateway, SettingsFactory, running_gateway
 
@@ -231,3 +234,37 @@ async def test_durable_writes_wait_on_the_node_that_took_them(
         await store.put(store.keys.project_owner("p"), "w", ttl_ms=None)
     finally:
         await store.close()
+
+
+async def test_the_reconciler_and_compaction_on_a_cluster(
+    make_settings: SettingsFactory,
+    chains: dict[str, AnvilNode],
+    sim: CreateOSSimulator,
+    tmp_path: Path,
+) -> None:
+    """A tx with transfers from two senders and no request at all is credited by the
+    reconciler to each sender, once; a long ledger is compacted, its history intact."""
+    settings = reconcile_settings(make_settings, chains, tmp_path)
+    async with running_gateway(settings) as gateway:
+        reconciler = reconciler_of(gateway)
+        await reconciler.run_once()  # the first pass sets the checkpoints at the head
+        first, second = new_payer(), new_payer()
+        pull_from_two(chains["arbitrum"], {first.address: USDC, second.address: 2 * USDC})
+        report = await reconciler.run_once()
+        assert sorted(c["wallet"] for c in report.credited) == sorted(
+            [first.address, second.address]
+        )
+        assert await gateway.balance(first.address) == USDC
+        assert await gateway.balance(second.address) == 2 * USDC
+        assert (await reconciler.run_once()).credited == []
+
+        ledger = gateway.services.ledger
+        for _ in range(30):
+            await ledger.apply(first.address, EntryKind.ADJUSTMENT, 1, ref="t", reason="t")
+        archive = FileArchive(settings.ledger_archive_dir)
+        outcome = await ledger.compact(first.address, archive, keep=5)
+        assert outcome.archived == 26
+        assert (await ledger.check_consistency(first.address)).ok
+        history = await ledger.full_history(first.address, archive)
+        assert [e.seq for e in history] == list(range(1, 32))
+        await assert_invariants(gateway)
