@@ -22,6 +22,7 @@ Invariants:
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 from collections.abc import Iterator, Mapping, Sequence
@@ -386,11 +387,14 @@ class Ledger:
             k.wallet_payments(wallet),
         ]
         args = [ticket.token, amount_micro, self._now_ms(), ref, json.dumps(dict(record)), reason]
-        await self._note_wallet(wallet)
-        await self._store.add_member(k.tx_payers(ticket.chain_id, ticket.tx_hash), ticket.payer)
         queued = f"{ref}:{ticket.payer}"
+        before = [
+            self._note_wallet(wallet),
+            self._store.add_member(k.tx_payers(ticket.chain_id, ticket.tx_hash), ticket.payer),
+        ]
         if recheck_block is not None:
-            await self._store.add_scored(k.recheck_queue(), queued, recheck_block)
+            before.append(self._store.add_scored(k.recheck_queue(), queued, recheck_block))
+        await asyncio.gather(*before)  # one round trip: coalesced by the store
         result = await self._store.run("credit_payment", keys, args, durable=True)
         outcome = CreditOutcome(result[0])
         if outcome is CreditOutcome.CREDITED and recheck_block is not None:

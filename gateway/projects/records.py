@@ -15,6 +15,7 @@ docs/PAYMENTS.md section 5).
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from enum import Enum
 
@@ -99,9 +100,10 @@ class Ownership:
         """Record a newly created project as ``wallet``'s and active."""
         k = self._keys
         now_ms = int(self._clock() * 1000)
-        owner_key = k.project_owner(project_id)
-        await self._store.put(owner_key, wallet.lower(), ttl_ms=None, durable=True)
-        await self._store.add_member(k.active_projects(), project_id, durable=True)
+        await asyncio.gather(  # the indexes first, together
+            self._store.put(k.project_owner(project_id), wallet.lower(), ttl_ms=None, durable=True),
+            self._store.add_member(k.active_projects(), project_id, durable=True),
+        )
         await self._store.run(
             "record_project",
             [k.project(wallet, project_id), k.wallet_projects(wallet)],
