@@ -157,6 +157,31 @@ def render_payment(doc: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _migrate_keys(args: argparse.Namespace) -> int:
+    from gateway.store import connect_store
+    from gateway.store.migrate import migrate_key_layout
+
+    settings = load_settings(args.config, os.environ)
+    if not settings.redis_configured:
+        raise ConfigError("REDIS_URL", "set it (or REDIS_SENTINELS) to the Redis to migrate")
+
+    async def migrate() -> Any:
+        store = await connect_store(settings.redis_connection, settings.redis_key_prefix)
+        try:
+            return await migrate_key_layout(store)
+        finally:
+            await store.close()
+
+    try:
+        report = asyncio.run(migrate())
+    except (GatewayError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps({"moved": report.moved, "dropped": report.dropped,
+                      "problems": report.problems}, indent=2))  # fmt: skip
+    return 1 if report.problems else 0
+
+
 def _reconcile(args: argparse.Namespace) -> int:
     from gateway.app import reconcile_now
 
@@ -279,6 +304,11 @@ def build_parser() -> argparse.ArgumentParser:
     reconcile.add_argument("--show", action="store_true", help="show the last pass (default)")
     reconcile.add_argument("--json", action="store_true", help="print the JSON document")
     reconcile.set_defaults(run=_needs_server(_reconcile))
+    migrate = sub.add_parser(
+        "migrate-keys",
+        help="move a Redis written before the cluster-safe key layout to it (gateway stopped)",
+    )
+    migrate.set_defaults(run=_needs_server(_migrate_keys))
     ledger = sub.add_parser("ledger", help="a wallet's whole ledger, archive included, paged")
     ledger.add_argument("address")
     ledger.add_argument("--offset", type=int, default=0)
