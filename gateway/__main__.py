@@ -10,6 +10,8 @@
 - Agent commands: ``deploy``, ``redeploy``, ``projects``, ``status``, ``logs``, ``delete``,
   ``balance``, ``topup``. Exit codes: 0 success, 1 other failure, 2 usage error, 3 payment
   refused (the quote is above the spend cap), 4 build failed.
+- ``mcp``: the agent commands as an MCP server on stdio (the ``mcp`` extra), with the same
+  environment as the agent commands.
 - ``dev [--demo]``: the whole system on this machine (anvil, Redis, CreateOS simulator).
 """
 
@@ -27,7 +29,7 @@ from typing import Any
 
 from gateway.config import Settings, load_settings
 from gateway.errors import BadRequest, ConfigError, GatewayError
-from gateway.logs import configure_logging
+from gateway.logs import configure_logging, register_secret
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -319,7 +321,32 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_dev_command(sub)
     agent_cli.add_commands(sub, os.environ)
+    mcp = sub.add_parser(
+        "mcp",
+        help="the agent commands as MCP tools on stdio (for an MCP host)",
+        description="Serve deploy, redeploy, deployment_status, deployment_logs, list_projects, "
+        "delete_project, credits and topup as MCP tools on stdin/stdout, with the wallet and "
+        "caps of the agent commands' environment (AGENT_MAX_USD per call, "
+        "AGENT_MAX_USD_SESSION per session).",
+        epilog=agent_cli.ENVIRONMENT_VARIABLES_HELP
+        + "  AGENT_MAX_USD_SESSION   spend cap of one MCP server session in USD (default 20)\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    mcp.set_defaults(run=_mcp)
     return parser
+
+
+MCP_EXTRA_HINT = "the MCP server needs its SDK: pip install 'agent-deploy-gateway[mcp]'"
+
+
+def _mcp(args: argparse.Namespace) -> int:
+    try:
+        from gateway.client import mcp_server
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.split(".")[0] == "mcp":
+            return _unavailable(f"mcp: {exc.name} is missing; {MCP_EXTRA_HINT}")
+        raise
+    return mcp_server.run(os.environ, never_log=register_secret)
 
 
 SERVER_EXTRA_HINT = (

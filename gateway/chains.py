@@ -197,6 +197,11 @@ class _Endpoint:
         )
         provider._request_session_manager = _BoundedAnswers(max_answer_bytes)
         self.w3: _W3 = AsyncWeb3(provider)
+        # web3's validation middleware asks eth_chainId before every eth_call, estimateGas and
+        # send (one more round trip each); we check the chain id once per URL ourselves
+        # (``_ensure_chain``), and pass checksummed addresses only (no ENS lookups).
+        self.w3.middleware_onion.remove("validation")
+        self.w3.middleware_onion.remove("ens_name_to_address")
         self.verified = False
         self.wrong_chain = False
         self.benched_until = 0.0
@@ -503,8 +508,10 @@ class ChainClient:
         stays includable through a few blocks of rising base fee."""
 
         async def read(w3: _W3) -> FeeCaps:
-            block = await w3.eth.get_block("latest")
-            tip = int(await w3.eth.max_priority_fee)
+            block, raw_tip = await asyncio.gather(
+                w3.eth.get_block("latest"), w3.eth.max_priority_fee
+            )
+            tip = int(raw_tip)
             base_fee = int(block.get("baseFeePerGas", 0))
             return FeeCaps(max_fee_per_gas=2 * base_fee + tip, max_priority_fee_per_gas=tip)
 

@@ -19,14 +19,14 @@ PAYMENT_TOKEN = "X-Payment-Token"
 USE_EXISTING_CREDITS = "X-Use-Existing-Credits"
 IDEMPOTENCY_KEY = "Idempotency-Key"
 
-# The standard payment dialects (docs/PAYMENTS.md section 8): MPP rides on Authorization /
+# The standard payment dialects (docs/PAYMENTS.md section 6): MPP rides on Authorization /
 # WWW-Authenticate; x402 v2 has its own three.
 PAYMENT_REQUIRED = "PAYMENT-REQUIRED"
 PAYMENT_SIGNATURE = "PAYMENT-SIGNATURE"
 PAYMENT_RESPONSE = "PAYMENT-RESPONSE"
 PAYMENT_RECEIPT = "Payment-Receipt"
 MPP_SCHEME = "Payment"
-# Our own EIP-712 receipt, on every paid answer (docs/PAYMENTS.md section 9).
+# Our own EIP-712 receipt, on every paid answer (docs/PAYMENTS.md section 10).
 GATEWAY_RECEIPT = "Gateway-Receipt"
 IDEMPOTENT_REPLAYED = "Idempotent-Replayed"  # on an answer replayed for a repeated key
 

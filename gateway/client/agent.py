@@ -240,10 +240,33 @@ class AgentClient:
         use_existing_credits: bool = False,
     ) -> Deployment:
         """New code into a project this wallet owns; paid like a deploy; waits for the end."""
+        started = await self.start_redeploy(
+            project_id,
+            upload,
+            months=months,
+            chain=chain,
+            token=token,
+            use_existing_credits=use_existing_credits,
+        )
+        status = await self.wait_until_finished(started.project_id, started.deployment_id)
+        return Deployment(started, status)
+
+    async def start_redeploy(
+        self,
+        project_id: str,
+        upload: dict[str, Any],
+        *,
+        months: int | None = None,
+        chain: str | None = None,
+        token: str | None = None,
+        use_existing_credits: bool = False,
+    ) -> DeployStarted:
+        """``POST /agent/projects/{id}/deploy`` until the deployment has started (paying when
+        quoted)."""
         body: dict[str, Any] = {"upload": upload}
         if months is not None:
             body["months"] = months
-        started = await self._paid_request(
+        return await self._paid_request(
             f"/agent/projects/{project_id}/deploy",
             body,
             purpose=f"redeploy:{project_id}",
@@ -251,8 +274,6 @@ class AgentClient:
             token=token,
             use_existing_credits=use_existing_credits,
         )
-        status = await self.wait_until_finished(started.project_id, started.deployment_id)
-        return Deployment(started, status)
 
     async def wait_until_finished(self, project_id: str, deployment_id: str) -> DeploymentStatus:
         """Poll the status until ``ready`` (returned) or ``failed`` (``BuildFailed``)."""

@@ -21,11 +21,9 @@ from enum import IntEnum
 from pathlib import Path
 from typing import Any, TextIO
 
-from eth_account import Account
-from eth_account.signers.local import LocalAccount
-
 from gateway.client.agent import PAY_MODES, AgentClient
 from gateway.client.bundle import BundleError, collect
+from gateway.client.environment import AgentEnvironmentError, read_agent_environment
 from gateway.client.envvars import EnvError, collect_env
 from gateway.client.errors import (
     AskedToPayAgain,
@@ -35,7 +33,6 @@ from gateway.client.errors import (
     PaymentRejected,
     SpendCapExceeded,
 )
-from gateway.client.journal import FileJournal
 from gateway.client.models import Progress
 
 
@@ -47,7 +44,7 @@ class ExitCode(IntEnum):
     BUILD_FAILED = 4  # the deployment ended "failed"
 
 
-ENVIRONMENT_HELP = """\
+ENVIRONMENT_VARIABLES_HELP = """\
 environment:
   GATEWAY_URL             the gateway (default http://127.0.0.1:8402)
   AGENT_PRIVATE_KEY       the wallet that signs requests and pays (0x + 64 hex)
@@ -56,12 +53,17 @@ environment:
   AGENT_MAX_USD           default spend cap of one command in USD (default 5)
   AGENT_STATE_DIR         where paid-but-unused txs are remembered
                           (default ~/.cache/agent-deploy-gateway)
-
+  AGENT_UNREACHABLE_SECONDS  how long to retry a gateway that does not answer (default 30)
+"""
+ENVIRONMENT_HELP = (
+    ENVIRONMENT_VARIABLES_HELP
+    + """
 exit codes:
   0 success · 1 other failure · 2 usage error · 4 build failed
   3 payment refused: above the spend cap, or the credits already cover the deploy but other
     live projects share them (--use-credits deploys on them)
 """
+)
 
 
 class UsageError(Exception):
@@ -118,6 +120,10 @@ def add_commands(
     redeploy.add_argument("project_id", metavar="PROJECT_ID")
     redeploy.add_argument("directory", metavar="DIR", type=Path)
     _payment_options(redeploy)
+    for option in ("--env", "--env-file", "--build-env"):
+        # Not taken (REDEPLOY_KEEPS_ENV), but named: argparse's own "unrecognized arguments"
+        # error would print the value.
+        redeploy.add_argument(option, action="append", default=[], help=argparse.SUPPRESS)
 
     command("projects", "list this wallet's projects", _projects)
 
@@ -274,37 +280,12 @@ def _fail(
 
 
 def _client(args: argparse.Namespace, output: Output, environ: Mapping[str, str]) -> AgentClient:
-    key = environ.get("AGENT_PRIVATE_KEY", "").strip()
-    if not key:
-        raise UsageError("AGENT_PRIVATE_KEY is not set (the wallet's private key, 0x + 64 hex)")
     try:
-        account: LocalAccount = Account.from_key(key)
-    except (ValueError, TypeError) as exc:
-        raise UsageError(f"AGENT_PRIVATE_KEY is not a valid private key: {exc}") from None
-    rpc_urls = {
-        name.removeprefix("AGENT_RPC_URL_").lower(): url
-        for name, url in environ.items()
-        if name.startswith("AGENT_RPC_URL_") and url
-    }
-    fallback = environ.get("AGENT_RPC_URL", "")
-    if fallback:
-        for chain in ("arbitrum", "base"):
-            rpc_urls.setdefault(chain, fallback)
-    cap = getattr(args, "max_usd", None)
-    if cap is None:
-        try:
-            cap = Decimal(environ.get("AGENT_MAX_USD", "5"))
-        except InvalidOperation:
-            raise UsageError("AGENT_MAX_USD is not an amount in USD") from None
-    state_dir = Path(
-        environ.get("AGENT_STATE_DIR") or Path.home() / ".cache" / "agent-deploy-gateway"
-    )
-    return AgentClient(
-        environ.get("GATEWAY_URL", "http://127.0.0.1:8402"),
-        account,
-        rpc_urls=rpc_urls,
-        max_usd=cap,
-        journal=FileJournal(state_dir / "payments.json"),
+        agent_env = read_agent_environment(environ)
+    except AgentEnvironmentError as exc:
+        raise UsageError(str(exc)) from None
+    return agent_env.client(
+        max_usd=getattr(args, "max_usd", None),
         on_progress=output.progress,
         pay_with=getattr(args, "pay", "auto"),
     )
@@ -364,7 +345,16 @@ async def _deploy(args: argparse.Namespace, output: Output, environ: Mapping[str
     return ExitCode.OK
 
 
+REDEPLOY_KEEPS_ENV = (
+    "redeploy takes no --env, --env-file or --build-env: a redeploy keeps the environment "
+    "variables of the project's first deploy, because CreateOS takes them only when a project "
+    "is created (delete the project and deploy again to change them)"
+)
+
+
 async def _redeploy(args: argparse.Namespace, output: Output, environ: Mapping[str, str]) -> int:
+    if args.env or args.env_file or args.build_env:
+        raise UsageError(REDEPLOY_KEEPS_ENV)
     upload = _bundle_upload(args.directory, output)
     async with _client(args, output, environ) as client:
         deployment = await client.redeploy(

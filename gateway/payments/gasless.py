@@ -1,4 +1,4 @@
-"""Protocol payments end to end (docs/PAYMENTS.md section 8): the offers a 402 carries, and a
+"""Protocol payments end to end (docs/PAYMENTS.md section 6): the offers a 402 carries, and a
 credential (MPP or x402) bound to this request, its payer authenticated, its challenge used
 once, then settled and credited by ``Settler``.
 
@@ -100,12 +100,14 @@ class GaslessPayments:
         return states
 
     async def watch_gas(self, interval_seconds: float) -> None:
-        """``refresh_gas`` every ``interval_seconds``, forever (the app runs it)."""
+        """``refresh_gas`` and the stuck-settlement sweep (``Settler.sweep``) every
+        ``interval_seconds``, forever (the app runs it)."""
         while True:
             try:
                 await self.refresh_gas()
+                await self._settler.sweep(older_than_seconds=max(interval_seconds, 30.0))
             except Exception:  # a broken read must not stop the watch
-                log.exception("settler gas check failed")
+                log.exception("settler gas check or sweep failed")
             await asyncio.sleep(interval_seconds)
 
     def offer_headers(

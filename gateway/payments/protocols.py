@@ -1,4 +1,4 @@
-"""The standard payment dialects of the 402 (docs/PAYMENTS.md section 8), pure.
+"""The standard payment dialects of the 402 (docs/PAYMENTS.md section 6), pure.
 
 Beside the JSON quote, a 402 offers the same price two more ways, one offer per chain whose
 USDC the gateway can settle gasless (the quote's chain first):

@@ -1,4 +1,4 @@
-"""Signed payment receipts (docs/PAYMENTS.md section 9), pure: every paid answer (a deploy or a
+"""Signed payment receipts (docs/PAYMENTS.md section 10), pure: every paid answer (a deploy or a
 redeploy that credited a payment, a top-up; any of the three ways to pay) carries an EIP-712
 ``PaymentReceipt`` signed by the ``GATEWAY_RECEIPT_KEY`` account, whose address
 ``GET /agent/receipts`` publishes. A receipt states what was credited for which payment, so an

@@ -368,6 +368,26 @@ class PaymentService:
             tx=tx_hash,
         )
 
+    async def credited_to(
+        self, wallet: Wallet, chain: ChainConfig, tx: str
+    ) -> PaymentCredited | None:
+        """The credit already recorded for ``tx`` if it went to ``wallet`` (credited by another
+        path: the settlement sweeper or the reconciler), with the wallet's balance now."""
+        tx_hash = canonical_tx_hash(tx)
+        if tx_hash is None:
+            return None
+        record = await self._ledger.payment_record(chain.chain_id, tx_hash)
+        if record is None or record.get("wallet", "").lower() != wallet.lower:
+            return None
+        return PaymentCredited(
+            chain=chain.name,
+            chain_id=chain.chain_id,
+            tx_hash=tx_hash,
+            token=record.get("token", ""),
+            amount_micro=int(record.get("amount_micro", 0)),
+            balance_micro=await self._ledger.balance(wallet.address),
+        )
+
     async def _already_processed(
         self, wallet: Wallet, chain: ChainConfig, tx_hash: TxHash
     ) -> Conflict:

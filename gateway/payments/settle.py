@@ -33,6 +33,7 @@ RPC answers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 from collections.abc import Mapping
@@ -45,7 +46,7 @@ from eth_typing import HexStr
 
 from gateway.chains import FeeCaps, Receipt, Simulation
 from gateway.config import ChainConfig, Settings, TokenConfig
-from gateway.errors import PaymentRequired
+from gateway.errors import Conflict, GatewayError, PaymentRequired
 from gateway.headers import RETRY_AFTER
 from gateway.metrics import GatewayMetrics
 from gateway.payments.authorization import (
@@ -171,11 +172,15 @@ class SettlementJournal:
         tx: str,
         raw: bytes,
         settler_nonce: int | None,
+        chain_name: str = "",
     ) -> bool:
         """Record the tx before it is sent; False when the claim is no longer ours."""
         recorded = await self._store.run(
             "record_settlement",
-            [self._key(chain_id, token, authorization.payer, authorization.nonce)],
+            [
+                self._key(chain_id, token, authorization.payer, authorization.nonce),
+                self._keys.settlements_in_flight(),
+            ],
             [
                 holder,
                 tx,
@@ -183,6 +188,7 @@ class SettlementJournal:
                 "" if settler_nonce is None else settler_nonce,
                 "signed" if raw else "foreign",
                 self._now_ms(),
+                chain_name,
             ],
             durable=True,  # the broadcast rests on it
         )
@@ -207,11 +213,48 @@ class SettlementJournal:
         credit_tx: str,
         gas_wei: int | None = None,
     ) -> None:
+        await self.finish_key(
+            self._key(chain_id, token, authorization.payer, authorization.nonce),
+            state=state,
+            credit_tx=credit_tx,
+            gas_wei=gas_wei,
+        )
+
+    async def finish_key(
+        self, key: str, *, state: str, credit_tx: str, gas_wei: int | None = None
+    ) -> None:
         await self._store.run(
             "finish_settlement",
-            [self._key(chain_id, token, authorization.payer, authorization.nonce)],
+            [key, self._keys.settlements_in_flight()],
             [state, credit_tx, self._now_ms(), "" if gas_wei is None else gas_wei],
         )
+
+    async def consume(
+        self, chain_id: int, token: TokenConfig, authorization: Authorization
+    ) -> bool:
+        """Mark the authorization's credit as taken by a request (once): True for the first.
+        Tells a request whose payment another path credited (the sweeper, the reconciler)
+        from a replay of a credential an earlier request already used."""
+        return await self._store.set_field_if_absent(
+            self._key(chain_id, token, authorization.payer, authorization.nonce),
+            "consumed_at",
+            str(self._now_ms()),
+        )
+
+    async def in_flight(self, *, older_than_ms: int, limit: int = 50) -> list[str]:
+        """Settlement keys with a signed tx unfinished since before ``older_than_ms``."""
+        found = await self._store.lowest(self._keys.settlements_in_flight(), limit)
+        return [key for key, recorded in found if recorded < older_than_ms]
+
+    async def record_at(self, key: str) -> dict[str, str]:
+        return await self._store.hash(key)
+
+    async def touch(self, key: str) -> None:
+        """Push a swept record back in the sweeper's queue (re-sent just now)."""
+        await self._store.rescore_existing(self._keys.settlements_in_flight(), key, self._now_ms())
+
+    async def forget_in_flight(self, key: str) -> None:
+        await self._store.remove_member(self._keys.settlements_in_flight(), key)
 
     async def next_settler_nonce(self, chain_id: int, settler: str, chain_pending: int) -> int:
         nonce = await self._store.run(
@@ -279,7 +322,7 @@ class Settler:
         if isinstance(claim, Recorded):
             return await self._reconcile(authorization, chain, token, claim)
         recorded = await self._settle_claimed(authorization, chain, token, claim.holder)
-        return await self._reconcile(authorization, chain, token, recorded)
+        return await self._reconcile(authorization, chain, token, recorded, unsent=True)
 
     async def _verify(
         self,
@@ -337,10 +380,17 @@ class Settler:
         nothing."""
         reader = self._chains[chain.name]
         recorded = False
+        call = transfer_calldata(authorization)
         try:
-            if await reader.authorization_used(
-                token.address, authorization.payer, authorization.nonce
-            ):
+            # Four reads that need nothing from each other, in one round trip of time: is the
+            # nonce used, would the call succeed, the fees, the settler's pending nonce.
+            used, simulation, fees, pending = await asyncio.gather(
+                reader.authorization_used(token.address, authorization.payer, authorization.nonce),
+                reader.simulate(self.address, token.address, call),
+                reader.fee_caps(),
+                reader.pending_nonce(self.address),
+            )
+            if used:
                 foreign = await reader.authorization_used_tx(
                     token.address,
                     authorization.payer,
@@ -372,8 +422,6 @@ class Settler:
                 self._metrics.settlement_finished(chain.name, "foreign", 0)
                 return Recorded(tx=foreign, raw=b"", credit_tx=foreign, state="foreign")
 
-            call = transfer_calldata(authorization)
-            simulation = await reader.simulate(self.address, token.address, call)
             if simulation.gas is None:
                 reason = (simulation.revert_reason or "").lower()
                 if "balance" in reason:
@@ -386,10 +434,7 @@ class Settler:
                     Refusal.SIMULATION_FAILED,
                     f"The settlement would revert: {simulation.revert_reason}",
                 )
-            fees = await reader.fee_caps()
-            nonce = await self._journal.next_settler_nonce(
-                chain.chain_id, self.address, await reader.pending_nonce(self.address)
-            )
+            nonce = await self._journal.next_settler_nonce(chain.chain_id, self.address, pending)
             signed = self._account.sign_transaction(
                 {
                     "type": 2,
@@ -413,6 +458,7 @@ class Settler:
                 tx=tx_hash,
                 raw=raw,
                 settler_nonce=nonce,
+                chain_name=chain.name,
             )
             if not recorded:
                 # Our lease ran out and another request took the claim over; it settles.
@@ -429,11 +475,17 @@ class Settler:
                 await self._journal.release(chain.chain_id, token, authorization, holder)
 
     async def _reconcile(
-        self, authorization: Authorization, chain: ChainConfig, token: TokenConfig, record: Recorded
+        self,
+        authorization: Authorization,
+        chain: ChainConfig,
+        token: TokenConfig,
+        record: Recorded,
+        *,
+        unsent: bool = False,
     ) -> PaymentCredited:
         """Bring a recorded settlement to its credit: send the recorded bytes if the chain
-        has no receipt for them, wait for the receipt, then credit the tx that used the
-        authorization."""
+        has no receipt for them (``unsent``: this request just signed them, so it has none),
+        wait for the receipt, then credit the tx that used the authorization."""
         if record.state == "reverted":
             raise _refused(
                 Refusal.SETTLEMENT_REVERTED,
@@ -442,7 +494,7 @@ class Settler:
         reader = self._chains[chain.name]
         credit_tx = record.credit_tx or record.tx
         if record.state == "signed":
-            receipt = await reader.get_receipt(record.tx)
+            receipt = None if unsent else await reader.get_receipt(record.tx)
             if receipt is None:
                 await reader.send_raw_transaction(record.raw)
                 receipt = await self._await_receipt(reader, record.tx)
@@ -463,9 +515,74 @@ class Settler:
                     "settlement mined",
                     extra={"chain": chain.name, "tx": record.tx, "gas_wei": receipt.gas_cost_wei},
                 )
-        return await self._payments.accept(
-            Wallet(authorization.payer), tx=credit_tx, chain=chain.name, token=token.key
-        )
+        return await self._credit(authorization, chain, token, credit_tx)
+
+    async def _credit(
+        self, authorization: Authorization, chain: ChainConfig, token: TokenConfig, tx: str
+    ) -> PaymentCredited:
+        """Credit the settled tx to the payer, once per credential: the first request to get
+        here takes it (``consume``). If the sweeper or the reconciler credited the payer first,
+        that request still gets the credit as its own; a later replay of the credential gets
+        the 409 "Payment already processed"."""
+        wallet = Wallet(authorization.payer)
+        first = await self._journal.consume(chain.chain_id, token, authorization)
+        try:
+            return await self._payments.accept(wallet, tx=tx, chain=chain.name, token=token.key)
+        except Conflict:
+            if first:
+                credited = await self._payments.credited_to(wallet, chain, tx)
+                if credited is not None:
+                    return credited
+            raise
+
+    async def sweep(self, *, older_than_seconds: float) -> int:
+        """Re-send every settlement tx recorded more than ``older_than_seconds`` ago and still
+        unmined (dropped from a mempool, or a node restarted): the same signed bytes, so never
+        a second tx, and the settler's later nonces are not blocked behind it. A tx found mined
+        is credited to its payer (the request that sent it may never come back). Returns how
+        many were re-sent."""
+        cutoff = int((self._clock() - older_than_seconds) * 1000)
+        resent = 0
+        for key in await self._journal.in_flight(older_than_ms=cutoff):
+            record = await self._journal.record_at(key)
+            chain = self._settings.chain(record.get("chain", ""))
+            if record.get("state") != "signed" or chain is None or not record.get("raw"):
+                await self._journal.forget_in_flight(key)
+                continue
+            reader = self._chains[chain.name]
+            tx = record["tx"]
+            receipt = await reader.get_receipt(tx)
+            if receipt is None:
+                try:
+                    await reader.send_raw_transaction(bytes.fromhex(record["raw"][2:]))
+                except GatewayError as exc:
+                    log.warning("settlement re-send failed", extra={"tx": tx, "error": exc.public})
+                else:
+                    resent += 1
+                    log.info("settlement re-sent", extra={"chain": chain.name, "tx": tx})
+                await self._journal.touch(key)
+                continue
+            if receipt.status != 1:  # the payer's retry works out who used it (_after_revert)
+                await self._journal.forget_in_flight(key)
+                continue
+            await self._journal.finish_key(
+                key, state="settled", credit_tx=tx, gas_wei=receipt.gas_cost_wei
+            )
+            self._metrics.settlement_finished(chain.name, "settled", receipt.gas_cost_wei)
+            token = next(
+                (
+                    t
+                    for t in chain.tokens.values()
+                    if t.address.lower() == record.get("token_address", "").lower()
+                ),
+                None,
+            )
+            if token is not None:
+                with contextlib.suppress(GatewayError):  # credited already, or refused: logged
+                    await self._payments.accept(
+                        Wallet(record["payer"]), tx=tx, chain=chain.name, token=token.key
+                    )
+        return resent
 
     async def gas_balance(self, chain: ChainConfig) -> int:
         """The settler's native balance on ``chain`` (wei)."""

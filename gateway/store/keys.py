@@ -102,6 +102,11 @@ class KeySpace:
         """An MPP challenge that was used: the payer who used it (expires after the challenge)."""
         return f"{self.prefix}challenge:{challenge_id}"
 
+    def settlements_in_flight(self) -> str:
+        """Sorted set of settlement keys whose signed tx is not finished; score = recorded ms
+        (the sweeper re-sends those that stay unmined)."""
+        return f"{self.prefix}settle:in-flight"
+
     def settler_nonce(self, chain_id: int, settler: str) -> str:
         """The next account nonce the settler may sign with on a chain (shared by processes)."""
         return f"{self.prefix}settler:{chain_id}:{settler.lower()}:nonce"

@@ -12,29 +12,55 @@ from starlette.responses import PlainTextResponse, Response
 
 from gateway.config import Settings
 from gateway.headers import (
+    AUTHORIZATION,
     CACHE_CONTROL,
+    MPP_SCHEME,
     NONCE,
     PAYMENT_CHAIN,
+    PAYMENT_REQUIRED,
+    PAYMENT_SIGNATURE,
     PAYMENT_TOKEN,
     PAYMENT_TX,
     SIGNATURE,
     TIMESTAMP,
     USE_EXISTING_CREDITS,
     WALLET_ADDRESS,
+    WWW_AUTHENTICATE,
 )
 from gateway.types import micro_to_usd_string
 from gateway.web.services import services
 
-#: How a paid operation can be paid today: an ERC-20 transfer by the agent, named by its hash.
-PAYMENT_METHODS = [
+#: Always offered: an ERC-20 transfer by the agent, named by its hash.
+TRANSFER_METHOD = {
+    "method": "erc20-transfer",
+    "header": PAYMENT_TX,
+    "description": f"Send the quoted token amount to pay_to with a plain ERC-20 transfer from "
+    f"the signing wallet, then retry the same request with {PAYMENT_TX} (and "
+    f"{PAYMENT_CHAIN}, {PAYMENT_TOKEN} when not the defaults).",
+}
+#: Offered with a settler key: USDC authorizations (EIP-3009) the gateway settles, no gas.
+GASLESS_METHODS = [
     {
-        "method": "erc20-transfer",
-        "header": PAYMENT_TX,
-        "description": f"Send the quoted token amount to pay_to with a plain ERC-20 transfer from "
-        f"the signing wallet, then retry the same request with {PAYMENT_TX} (and "
-        f"{PAYMENT_CHAIN}, {PAYMENT_TOKEN} when not the defaults).",
-    }
+        "method": "mpp",
+        "header": f"{AUTHORIZATION}: {MPP_SCHEME}",
+        "challenge": f"{WWW_AUTHENTICATE}: {MPP_SCHEME}",
+        "description": "MPP (method evm, intent charge, credential type authorization): sign "
+        "the EIP-3009 authorization of a challenge, nonce keccak256(id || realm); the token's "
+        "EIP-712 domain is USD Coin / 2. The gateway settles it and pays the gas.",
+    },
+    {
+        "method": "x402",
+        "header": PAYMENT_SIGNATURE,
+        "challenge": PAYMENT_REQUIRED,
+        "description": "x402 v2, scheme exact, EIP-3009 (USDC). The gateway settles it and "
+        "pays the gas; the 200 carries PAYMENT-RESPONSE.",
+    },
 ]
+
+
+def payment_methods(settings: Settings) -> list[dict[str, str]]:
+    """How this gateway's paid operations can be paid, as configured."""
+    return [TRANSFER_METHOD, *(GASLESS_METHODS if settings.settler_key else [])]
 
 
 def payment_info(settings: Settings) -> dict[str, Any]:
@@ -65,7 +91,7 @@ def payment_info(settings: Settings) -> dict[str, Any]:
             }
             for chain in settings.chains.values()
         ],
-        "methods": PAYMENT_METHODS,
+        "methods": payment_methods(settings),
     }
 
 
@@ -136,7 +162,7 @@ Sign the exact text "{{wallet}}:{{timestamp}}:{{nonce}}" with EIP-191 personal_s
    pay again.
 4. If the wallet already funds live projects and its credits cover the quote, the 402 carries a
    warning instead: send {USE_EXISTING_CREDITS}: true to deploy on those credits.
-
+{_gasless_text(settings)}
 ## Follow the build
 
     GET /agent/deploy/{{projectId}}/{{deploymentId}}/status  -> deploying | ready | failed
@@ -146,6 +172,25 @@ Sign the exact text "{{wallet}}:{{timestamp}}:{{nonce}}" with EIP-191 personal_s
 
 Poll status every few seconds. Rate limit: {settings.rate_limit_requests} requests per \
 {settings.rate_limit_window_seconds} s per client IP and wallet (429 with Retry-After).
+"""
+
+
+def _gasless_text(settings: Settings) -> str:
+    if settings.settler_key is None:
+        return ""
+    return f"""
+## Pay without gas (USDC): x402 or MPP
+
+The same 402 also carries {PAYMENT_REQUIRED} (x402 v2, standard base64) and
+{WWW_AUTHENTICATE}: {MPP_SCHEME} challenges (MPP), one offer per chain. Sign the EIP-3009
+authorization they describe (domain "USD Coin", version "2", the chain id, the USDC address)
+and retry the same request with {PAYMENT_SIGNATURE} (x402) or {AUTHORIZATION}: {MPP_SCHEME}
+(MPP); the gateway settles it, pays the gas and deploys. Wallet headers are optional then:
+without them the authorization's payer is the wallet and owns the project. Send one payment
+header, never two. A 402 with payment_status "pending" means the payment is being settled: send
+the same payment again after Retry-After, do not sign a new one. Stock clients work as they
+are: x402 clients need their $1 default spend cap raised; mppx needs
+authorization {{name: "USD Coin", version: "2"}} in its config.
 """
 
 

@@ -18,6 +18,7 @@ from gateway.headers import (
     IDEMPOTENCY_KEY,
     NONCE,
     PAYMENT_CHAIN,
+    PAYMENT_SIGNATURE,
     PAYMENT_TOKEN,
     PAYMENT_TX,
     REQUEST_ID,
@@ -43,6 +44,13 @@ AUTH_PARAMETERS: list[dict[str, Any]] = [
 ]
 PAYMENT_PARAMETERS: list[dict[str, Any]] = [
     {"name": PAYMENT_TX, "in": "header", "required": False, "schema": {"type": "string"}},
+    {
+        "name": PAYMENT_SIGNATURE,
+        "in": "header",
+        "required": False,
+        "description": "x402 v2 payment payload (standard base64), answering PAYMENT-REQUIRED",
+        "schema": {"type": "string"},
+    },
     {"name": PAYMENT_CHAIN, "in": "header", "required": False, "schema": {"type": "string"}},
     {"name": PAYMENT_TOKEN, "in": "header", "required": False, "schema": {"type": "string"}},
 ]

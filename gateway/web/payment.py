@@ -1,4 +1,4 @@
-"""How a request pays, on the wire (docs/PAYMENTS.md section 8): the payment headers of the
+"""How a request pays, on the wire (docs/PAYMENTS.md section 6): the payment headers of the
 three dialects, who the wallet of a request is, the challenges a 402 carries and the receipts
 a paid answer carries.
 

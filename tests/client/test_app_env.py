@@ -145,3 +145,17 @@ def test_cli_refuses_a_malformed_env_with_exit_2_and_pays_nothing(
     assert "hunter2" not in done.stdout + done.stderr
     assert json.loads(done.stdout)["error"]
     assert local_stack.transfers_from(agent.address) == []
+
+
+def test_cli_redeploy_refuses_app_variables_naming_why_never_the_value(
+    local_stack: LocalStack, tmp_path: Path
+) -> None:
+    agent = local_stack.funded_agent()
+    env = cli_env(local_stack, agent, tmp_path / "state")
+    app = str(make_app(tmp_path / "app"))
+    for option in ("--env", "--env-file", "--build-env"):
+        done = run_cli(env, "redeploy", "some-project", app, option, "TOKEN=hunter2")
+        assert done.returncode == 2, done.stderr
+        assert "keeps the environment variables" in done.stderr
+        assert "hunter2" not in done.stdout + done.stderr
+    assert local_stack.transfers_from(agent.address) == []

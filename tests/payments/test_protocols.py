@@ -1,4 +1,4 @@
-"""The standard payment dialects on the paid routes (docs/PAYMENTS.md section 8), on real anvil
+"""The standard payment dialects on the paid routes (docs/PAYMENTS.md section 6), on real anvil
 chains, Redis and the CreateOS simulator: the 402's MPP challenges and x402 offer, the stock
 x402 Python client (``x402[httpx,evm]``, unchanged) paying gasless, and every refusal with
 nothing sent. The npm clients (``@x402/fetch``, ``mppx``) are driven in test_stock_clients.py.

@@ -576,6 +576,42 @@ async def test_settlement_outlasting_the_wait_answers_pending_and_the_retry_comp
         assert await s.gateway.balance(payer.address) == PRICE
 
 
+async def test_a_dropped_settlement_is_re_sent_by_the_sweeper_and_credited_once(
+    make_settings: SettingsFactory, chains: dict[str, AnvilNode]
+) -> None:
+    """The tx left the mempool (a node restart, eviction) and the payer never came back: the
+    sweeper sends the same bytes again, so the settler's later nonces are not stuck behind
+    it, and credits the payer; the payer's own retry then gets that credit as its answer,
+    and a replay of the same authorization after that is refused."""
+    settings = payment_settings(
+        make_settings, chains, settler_key=SETTLER_KEY, settle_wait_seconds=0.3
+    )
+    node = chains["arbitrum"]
+    payer = gasless_payer(node)
+    authorization = sign(payer, node)
+    async with side(settings) as s:
+        node.set_automine(False)
+        with pytest.raises(PaymentRequired) as pending:
+            await settle(s, authorization)
+        sent = pending.value.fields["tx"]
+        nonce = chain_nonce(node)
+        node.rpc("anvil_dropTransaction", [sent])
+        assert chain_nonce(node) == nonce - 1  # gone from the pool
+        node.set_automine(True)
+        assert await s.settler.sweep(older_than_seconds=0) == 1  # re-sent, same hash
+        assert node.rpc("eth_getTransactionReceipt", [sent]) is not None
+        assert await s.settler.sweep(older_than_seconds=0) == 0  # mined: credited, done
+        assert await s.gateway.balance(payer.address) == PRICE
+        assert chain_nonce(node) == nonce
+
+        credited = await settle(s, authorization)  # the payer's retry: its credit
+        assert credited.tx_hash == sent and credited.amount_micro == PRICE
+        with pytest.raises(Conflict):
+            await settle(s, authorization)  # a replay
+        assert await s.gateway.balance(payer.address) == PRICE
+        assert len(usdc_transfers(node, payer.address)) == 1
+
+
 async def test_claim_left_by_a_dead_holder_is_taken_over_and_the_old_holder_locked_out(
     settings: Settings, chains: dict[str, AnvilNode]
 ) -> None:

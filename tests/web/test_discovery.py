@@ -48,3 +48,20 @@ async def test_llms_txt_and_payment_info_follow_the_configured_price(
                 assert usdc["address"] == settings.chains["base"].tokens["usdc"].address
                 assert info["methods"][0]["header"] == "X-Payment-Tx"
             assert "x-payment-info" not in document["paths"]["/agent/projects"]["get"]
+
+
+async def test_the_gasless_ways_to_pay_are_described_only_where_a_settler_is_configured(
+    make_settings: SettingsFactory,
+) -> None:
+    from devstack.anvil import ANVIL_ACCOUNTS
+
+    plain = make_settings()
+    settling = plain.with_overrides(settler_key=ANVIL_ACCOUNTS[7][1])
+    for settings, gasless in ((plain, False), (settling, True)):
+        async with running_gateway(settings) as gw:
+            guide = (await gw.client.get("/llms.txt")).text
+            document = (await gw.client.get("/openapi.json")).json()
+        methods = [m["method"] for m in document["x-service-info"]["payment"]["methods"]]
+        assert methods == (["erc20-transfer", "mpp", "x402"] if gasless else ["erc20-transfer"])
+        assert ("PAYMENT-SIGNATURE" in guide) is gasless
+        assert ("Pay without gas" in guide) is gasless
