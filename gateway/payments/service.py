@@ -376,8 +376,8 @@ class PaymentService:
         tx_hash = canonical_tx_hash(tx)
         if tx_hash is None:
             return None
-        record = await self._ledger.payment_record(chain.chain_id, tx_hash)
-        if record is None or record.get("wallet", "").lower() != wallet.lower:
+        record = await self._ledger.payment_record(chain.chain_id, tx_hash, wallet.address)
+        if record is None:  # records are per payer: only this wallet's own
             return None
         return PaymentCredited(
             chain=chain.name,
