@@ -168,7 +168,9 @@ class AgentRun:
 async def run_agent(run: AgentRun, urls: list[str], name: str, deadline: float) -> None:
     """Deploy ``name`` paying with ``run.tx`` and read credits and projects, against both
     processes in turn. Retries what a real agent retries: a 503 (same request again), a 409
-    ``payment_already_processed`` after a lost answer (then on its credits, without the tx)."""
+    ``payment_already_processed`` after a lost answer (then on its credits, without the tx), a
+    409 ``deploy_in_progress`` (later); a 409 ``name_taken`` naming its own project is its
+    deploy, done by an attempt whose answer was lost."""
     loop = asyncio.get_running_loop()
     pay_header: dict[str, str] = {"X-Payment-Tx": run.tx}
     async with httpx.AsyncClient(timeout=30.0) as client:
@@ -195,6 +197,13 @@ async def run_agent(run: AgentRun, urls: list[str], name: str, deadline: float) 
             if code == "deploy_in_progress":  # a cut attempt's lock, released in the background
                 await asyncio.sleep(0.5)
                 continue
+            if code == "name_taken" and "projectId" in response.json():
+                # An earlier attempt recorded the project, then lost its answer to the kill:
+                # the 409 names the agent's own project (docs/PROTOCOL.md), as a 200 would.
+                run.deployed.append(str(response.json()["projectId"]))
+                run.served_at.append(loop.time())
+                run.progress.set()
+                break
             assert response.status_code in (502, 503), response.text
             if loop.time() > deadline:
                 return
