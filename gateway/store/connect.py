@@ -29,6 +29,7 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from gateway.config import RedisConnection
@@ -87,6 +88,25 @@ class Store:
         finally:
             _DURABLE.reset(token)
 
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        """``storage_errors``; a lost connection also closes the idle pooled ones, which died
+        with it (a restarted or failed-over server), so the next requests open fresh ones
+        instead of each meeting a dead socket. Nothing is sent again."""
+        try:
+            with storage_errors():
+                yield
+        except Unavailable as exc:
+            if isinstance(exc.__cause__, RedisConnectionError | OSError) and not isinstance(
+                self._redis, RedisCluster
+            ):
+                task = asyncio.ensure_future(
+                    self._redis.connection_pool.disconnect(inuse_connections=False)
+                )
+                self._releasing.add(task)
+                task.add_done_callback(self._releasing.discard)
+            raise
+
     def _is_durable(self, durable: bool) -> bool:
         return self.scripts.replica_acks > 0 and (durable or _DURABLE.get())
 
@@ -94,7 +114,7 @@ class Store:
         self, script: str, keys: list[str], args: list[Any], *, durable: bool = False
     ) -> Any:
         """Run a Lua script by name (one atomic step); ``durable``: see the module doc."""
-        with storage_errors():
+        with self._errors():
             return await self.scripts.run(script, keys, args, durable=self._is_durable(durable))
 
     async def release(self, key: str, token: str) -> None:
@@ -122,14 +142,14 @@ class Store:
     # --- strings --------------------------------------------------------------------------
 
     async def get(self, key: str) -> str | None:
-        with storage_errors():
+        with self._errors():
             value = await self._redis.get(key)
         return None if value is None else str(value)
 
     async def put(self, key: str, value: str, *, ttl_ms: int | None, durable: bool = False) -> None:
         """Write ``value``, expiring after ``ttl_ms`` (None: kept for good)."""
         expiry = () if ttl_ms is None else ("PX", ttl_ms)
-        with storage_errors():
+        with self._errors():
             if self._is_durable(durable):
                 await self.scripts.write(key, "SET", key, value, *expiry)
             else:
@@ -139,20 +159,20 @@ class Store:
         self, key: str, value: str, *, ttl_ms: int, durable: bool = False
     ) -> bool:
         """``SET NX PX``: True if this call wrote it (the key was free)."""
-        with storage_errors():
+        with self._errors():
             if self._is_durable(durable):
                 return bool(await self.scripts.write(key, "SET", key, value, "NX", "PX", ttl_ms))
             return bool(await self._redis.set(key, value, nx=True, px=ttl_ms))
 
     async def delete(self, key: str) -> None:
-        with storage_errors():
+        with self._errors():
             await self._redis.delete(key)
 
     # --- hashes, sets, lists ----------------------------------------------------------------
 
     async def hash(self, key: str) -> dict[str, str]:
         """Every field of a hash; empty when the key does not exist."""
-        with storage_errors():
+        with self._errors():
             raw = await self._redis.hgetall(key)
         return {str(k): str(v) for k, v in raw.items()}
 
@@ -173,7 +193,7 @@ class Store:
         await self.run("update_hash", [key], args)
 
     async def members(self, key: str) -> set[str]:
-        with storage_errors():
+        with self._errors():
             return {str(m) for m in await self._redis.smembers(key)}
 
     async def add_member(self, key: str, member: str, *, durable: bool = False) -> None:
@@ -183,17 +203,17 @@ class Store:
 
     async def drop_member(self, key: str, member: str) -> None:
         """``SREM`` from a set."""
-        with storage_errors():
+        with self._errors():
             await self._redis.srem(key, member)
 
     async def list_range(self, key: str, start: int, stop: int) -> list[str]:
         """``LRANGE``: indexes as Redis takes them (``-1`` is the last)."""
-        with storage_errors():
+        with self._errors():
             return [str(item) for item in await self._redis.lrange(key, start, stop)]
 
     async def get_with_list(self, key: str, list_key: str) -> tuple[str | None, list[str]]:
         """A string and a whole list read in one MULTI (one slot): one consistent snapshot."""
-        with storage_errors():
+        with self._errors():
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.get(key)
                 pipe.lrange(list_key, 0, -1)
@@ -204,7 +224,7 @@ class Store:
 
     async def lowest(self, key: str, count: int) -> list[tuple[str, int]]:
         """The ``count`` members with the lowest scores, with their (integer) scores."""
-        with storage_errors():
+        with self._errors():
             raw = await self._redis.zrange(key, 0, count - 1, withscores=True)
         return [(str(pair[0]), int(pair[1])) for pair in raw]
 
@@ -214,44 +234,44 @@ class Store:
 
     async def rescore_existing(self, key: str, member: str, score: int) -> None:
         """Change a member's score; no-op when the member is gone (``ZADD XX``)."""
-        with storage_errors():
+        with self._errors():
             await self._redis.zadd(key, {member: score}, xx=True)
 
     async def remove_member(self, key: str, member: str) -> None:
-        with storage_errors():
+        with self._errors():
             await self._redis.zrem(key, member)
 
     # --- reconciler state (plain reads and writes, no TTL) -------------------------------------
 
     async def write(self, key: str, value: str) -> None:
         """``SET`` without expiry."""
-        with storage_errors():
+        with self._errors():
             await self._redis.set(key, value)
 
     async def field(self, key: str, name: str) -> str | None:
-        with storage_errors():
+        with self._errors():
             value = await self._redis.hget(key, name)
         return None if value is None else str(value)
 
     async def set_field(self, key: str, name: str, value: str | int) -> None:
-        with storage_errors():
+        with self._errors():
             await self._redis.hset(key, name, value)
 
     async def set_field_if_absent(self, key: str, name: str, value: str) -> bool:
-        with storage_errors():
+        with self._errors():
             return bool(await self._redis.hsetnx(key, name, value))
 
     async def delete_field(self, key: str, name: str) -> None:
-        with storage_errors():
+        with self._errors():
             await self._redis.hdel(key, name)
 
     async def list_length(self, key: str) -> int:
-        with storage_errors():
+        with self._errors():
             return int(await self._redis.llen(key))
 
     async def memory_usage(self, key: str) -> int:
         """``MEMORY USAGE`` of one key in bytes (0 when absent): benchmarks and operators."""
-        with storage_errors():
+        with self._errors():
             used = await self._redis.memory_usage(key, samples=0)
         return int(used or 0)
 
