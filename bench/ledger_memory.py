@@ -20,6 +20,7 @@ import tempfile
 from pathlib import Path
 
 from gateway.ledger import BurnOutcome, EntryKind, Ledger
+from gateway.projects.records import Ownership
 from gateway.store import connect_store
 from gateway.store.archive import FileArchive
 from gateway.store.embedded import EmbeddedRedis
@@ -39,16 +40,10 @@ async def measure(projects: int, max_entries: int, workdir: Path) -> dict[str, f
             await ledger.apply(
                 WALLET, EntryKind.PAYMENT, 10**12, ref="42161:0x" + "ab" * 32, reason="payment"
             )
+            ownership = Ownership(store)
             for project_id in redis_project:
-                await store.run(
-                    "record_project",
-                    [
-                        keys.project(project_id),
-                        keys.wallet_projects(WALLET),
-                        keys.active_projects(),
-                        keys.name_owner(project_id[:8]),
-                    ],
-                    [project_id, WALLET, project_id[:8], "Bench", 0, ""],
+                await ownership.record_project(
+                    WALLET, project_id, unique_name=project_id[:8], display_name="Bench"
                 )
             start_hour = 480_000
             # Batches under the script pipeline's 256 calls, so the hours of a project land in

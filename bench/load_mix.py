@@ -209,7 +209,7 @@ async def check_books(report: MixReport, redis_url: str, prefix: str, chain_id: 
             credits = [e for e in entries if e.kind == EntryKind.PAYMENT.value]
             if len(credits) != 1 or credits[0].amount_micro != PRICE:
                 report.books.append(f"{wallet}: payment entries {credits}")
-            if await ledger.claim_state(chain_id, tx) != "used":
+            if await ledger.claim_state(chain_id, tx, wallet) != "used":
                 report.books.append(f"{tx}: claim not used")
             consistency = await ledger.check_consistency(wallet)
             if not consistency.ok:

@@ -40,7 +40,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     settings = load_settings(args.config, os.environ)
     embedded: EmbeddedRedis | None = None
-    if settings.redis_url is None:
+    if not settings.redis_configured:
         try:
             embedded = EmbeddedRedis(settings.embedded_redis_dir).start()
         except EmbeddedRedisError as exc:
@@ -82,8 +82,7 @@ async def _with_audit(settings: Settings, read: Callable[[Any], Awaitable[Any]])
     from gateway.projects.records import Ownership
     from gateway.store import connect_store
 
-    assert settings.redis_url is not None
-    store = await connect_store(settings.redis_url, settings.redis_key_prefix)
+    store = await connect_store(settings.redis_connection, settings.redis_key_prefix)
     try:
         return await read(Audit(settings, Ledger(store), Ownership(store)))
     finally:
@@ -92,8 +91,8 @@ async def _with_audit(settings: Settings, read: Callable[[Any], Awaitable[Any]])
 
 def _operator_read(args: argparse.Namespace, read: Callable[[Any], Awaitable[Any]]) -> int:
     settings = load_settings(args.config, os.environ)
-    if settings.redis_url is None:
-        raise ConfigError("REDIS_URL", "set it to the Redis the gateway uses")
+    if not settings.redis_configured:
+        raise ConfigError("REDIS_URL", "set it (or REDIS_SENTINELS / REDIS_CLUSTER_NODES)")
     try:
         document = asyncio.run(_with_audit(settings, read))
     except GatewayError as exc:
@@ -218,12 +217,37 @@ def render_payment(doc: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _migrate_keys(args: argparse.Namespace) -> int:
+    from gateway.store import connect_store
+    from gateway.store.migrate import migrate_key_layout
+
+    settings = load_settings(args.config, os.environ)
+    if not settings.redis_configured:
+        raise ConfigError("REDIS_URL", "set it (or REDIS_SENTINELS) to the Redis to migrate")
+
+    async def migrate() -> Any:
+        store = await connect_store(settings.redis_connection, settings.redis_key_prefix)
+        try:
+            return await migrate_key_layout(store)
+        finally:
+            await store.close()
+
+    try:
+        report = asyncio.run(migrate())
+    except (GatewayError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps({"moved": report.moved, "dropped": report.dropped,
+                      "problems": report.problems}, indent=2))  # fmt: skip
+    return 1 if report.problems else 0
+
+
 def _reconcile(args: argparse.Namespace) -> int:
     from gateway.app import reconcile_now
 
     settings = load_settings(args.config, os.environ)
-    if settings.redis_url is None:
-        raise ConfigError("REDIS_URL", "set it to the Redis the gateway uses")
+    if not settings.redis_configured:
+        raise ConfigError("REDIS_URL", "set it (or REDIS_SENTINELS / REDIS_CLUSTER_NODES)")
     try:
         ran, summary = asyncio.run(reconcile_now(settings, run=args.run_pass))
     except GatewayError as exc:
@@ -270,16 +294,15 @@ def _ledger(args: argparse.Namespace) -> int:
     from gateway.types import is_address
 
     settings = load_settings(args.config, os.environ)
-    if settings.redis_url is None:
-        raise ConfigError("REDIS_URL", "set it to the Redis the gateway uses")
+    if not settings.redis_configured:
+        raise ConfigError("REDIS_URL", "set it (or REDIS_SENTINELS / REDIS_CLUSTER_NODES)")
     if not is_address(args.address):
         print("error: not an address (0x and 40 hex digits)", file=sys.stderr)
         return 2
     wallet = args.address.lower()
 
     async def read() -> list[Any]:
-        assert settings.redis_url is not None
-        store = await connect_store(settings.redis_url, settings.redis_key_prefix)
+        store = await connect_store(settings.redis_connection, settings.redis_key_prefix)
         try:
             ledger = Ledger(store)
             return await ledger.full_history(wallet, FileArchive(settings.ledger_archive_dir))
@@ -346,6 +369,11 @@ def build_parser() -> argparse.ArgumentParser:
     reconcile.add_argument("--show", action="store_true", help="show the last pass (default)")
     reconcile.add_argument("--json", action="store_true", help="print the JSON document")
     reconcile.set_defaults(run=_needs_server(_reconcile))
+    migrate = sub.add_parser(
+        "migrate-keys",
+        help="move a Redis written before the cluster-safe key layout to it (gateway stopped)",
+    )
+    migrate.set_defaults(run=_needs_server(_migrate_keys))
     ledger = sub.add_parser("ledger", help="a wallet's whole ledger, archive included, paged")
     ledger.add_argument("address")
     ledger.add_argument("--offset", type=int, default=0)

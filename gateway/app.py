@@ -61,14 +61,14 @@ def create_app(
     clock: Clock = system_clock,
     upstream: CreateOSClient | None = None,
 ) -> Starlette:
-    """The gateway ASGI app. ``settings.redis_url`` must be set (``serve`` starts an
-    embedded Redis first when the environment names none).
+    """The gateway ASGI app. ``settings`` must name a Redis (``serve`` starts an embedded
+    one first when the environment names none).
 
     ``upstream``: a CreateOS client to use instead of the one built from settings (tests);
     the caller keeps ownership of it and closes it."""
-    if not settings.redis_url:
-        raise ConfigError("REDIS_URL", "create_app needs a Redis URL")
-    redis_url = settings.redis_url
+    if not settings.redis_configured:
+        raise ConfigError("REDIS_URL", "create_app needs a Redis (URL, Sentinels or Cluster)")
+    redis_connection = settings.redis_connection
     metrics = GatewayMetrics()
     register_secret(settings.createos_api_key)  # never in a log line, whatever logs it
     register_secret(settings.admin_token)
@@ -77,7 +77,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        store = await connect_store(redis_url, settings.redis_key_prefix)
+        store = await connect_store(redis_connection, settings.redis_key_prefix)
         chains = ChainRegistry(
             settings.chains,
             timeout=settings.rpc_timeout_seconds,
@@ -268,8 +268,7 @@ async def reconcile_now(settings: Settings, *, run: bool) -> tuple[bool, dict[st
     """For ``python -m gateway reconcile``: with ``run``, one pass now unless another process
     holds the reconciler's lease; then the stored summary of the last pass. Returns (whether
     this call ran a pass, the summary)."""
-    assert settings.redis_url is not None
-    store = await connect_store(settings.redis_url, settings.redis_key_prefix)
+    store = await connect_store(settings.redis_connection, settings.redis_key_prefix)
     metrics = GatewayMetrics()
     chains = ChainRegistry(
         settings.chains,

@@ -83,14 +83,14 @@ class Audit:
                     "displayName": record.display_name,
                     "status": record.status,
                     "created_at_ms": record.created_at_ms,
-                    "metered_hour": await self._ledger.metered_hour(record.project_id),
+                    "metered_hour": await self._ledger.metered_hour(wallet, record.project_id),
                     "deployments": list(record.deployments),
                 }
             )
         payments = []
         for ref in await self._ledger.wallet_payments(wallet, limit=PAYMENTS_SHOWN):
             chain_id_text, _, tx = ref.partition(":")
-            paid = await self._ledger.payment_record(int(chain_id_text), tx) or {}
+            paid = await self._ledger.payment_record(int(chain_id_text), tx, wallet) or {}
             chain = self._settings.chain_by_id(int(chain_id_text))
             amount_micro = int(paid.get("amount_micro", 0))
             payments.append(
@@ -122,12 +122,17 @@ class Audit:
             raise BadRequest(
                 "txHash must be 0x followed by 64 hex digits", code="malformed_tx", field="txHash"
             )
-        record = await self._ledger.payment_record(chain_config.chain_id, tx_hash)
-        claim = await self._ledger.claim_state(chain_config.chain_id, tx_hash)
-        if record is None:
+        found: list[tuple[str, dict[str, str], str | None]] = []
+        for payer in await self._ledger.payers(chain_config.chain_id, tx_hash):
+            paid = await self._ledger.payment_record(chain_config.chain_id, tx_hash, payer)
+            if paid is not None:  # the index may name a payer whose credit never landed
+                state = await self._ledger.claim_state(chain_config.chain_id, tx_hash, payer)
+                found.append((payer, paid, state))
+        if not found:
             raise NotFound(
-                "No payment recorded for this transaction", code="unknown_payment", claim=claim
+                "No payment recorded for this transaction", code="unknown_payment", claim=None
             )
+        _, record, claim = found[0]
         rendered = {key: _render_field(key, value) for key, value in sorted(record.items())}
         amount_micro = int(record.get("amount_micro", 0))
         return {
@@ -138,6 +143,15 @@ class Audit:
             "status": record.get("status", "unknown"),
             "amount_usd": micro_to_usd_number(amount_micro),
             "record": rendered,
+            # One tx may carry transfers from several payers, each credited on its own.
+            "payers": [
+                {
+                    "wallet": checksum_address(payer),
+                    "status": paid.get("status", "unknown"),
+                    "amount_usd": micro_to_usd_number(int(paid.get("amount_micro", 0))),
+                }
+                for payer, paid, _ in found
+            ],
         }
 
     async def adjust(self, address: str, amount_usd: Any, reason: Any) -> dict[str, Any]:

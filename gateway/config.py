@@ -25,6 +25,15 @@ DEFAULT_CONFIG_PATH = PROJECT_ROOT / "config" / "gateway.toml"
 ENV_CONFIG = "GATEWAY_CONFIG"
 ENV_OVERRIDES = (
     "REDIS_URL",
+    "REDIS_SENTINELS",
+    "REDIS_SENTINEL_MASTER",
+    "REDIS_CLUSTER_NODES",
+    "REDIS_USERNAME",
+    "REDIS_PASSWORD",
+    "REDIS_SENTINEL_PASSWORD",
+    "REDIS_TLS",
+    "REDIS_TLS_CA_FILE",
+    "REDIS_MIN_REPLICA_ACKS",
     "CREATEOS_API_URL",
     "CREATEOS_API_KEY",
     "GATEWAY_PAY_TO",
@@ -88,6 +97,49 @@ class Pricing:
 
 
 @dataclass(frozen=True, slots=True)
+class RedisConnection:
+    """Where Redis is and how to reach it: exactly one of ``url`` (one server),
+    ``sentinels`` + ``sentinel_master`` (the master Sentinel names, followed through
+    failovers) or ``cluster_nodes`` (seed nodes of a Redis Cluster); none means the embedded
+    server. ``password`` / ``username`` and ``tls`` / ``tls_ca_file`` apply to every data node;
+    Sentinels use TLS alike and ``sentinel_password`` (often none). ``min_replica_acks`` > 0:
+    writes that something irreversible depends on wait (``WAIT``) for that many replicas, up
+    to ``replica_ack_timeout_ms``, or fail with 503."""
+
+    url: str | None = None
+    sentinels: tuple[tuple[str, int], ...] = ()
+    sentinel_master: str | None = None
+    cluster_nodes: tuple[tuple[str, int], ...] = ()
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    sentinel_password: str | None = field(default=None, repr=False)
+    tls: bool = False
+    tls_ca_file: str | None = None
+    min_replica_acks: int = 0
+    replica_ack_timeout_ms: int = 500
+
+    @property
+    def topology(self) -> str:
+        """``single``, ``sentinel``, ``cluster`` or ``embedded`` (nothing configured)."""
+        if self.sentinels:
+            return "sentinel"
+        if self.cluster_nodes:
+            return "cluster"
+        return "single" if self.url else "embedded"
+
+    def describe(self) -> str:
+        """Where it points, without secrets (for logs and errors)."""
+        if self.sentinels:
+            hosts = ",".join(f"{h}:{p}" for h, p in self.sentinels)
+            return f"sentinel master {self.sentinel_master!r} via {hosts}"
+        if self.cluster_nodes:
+            return "cluster " + ",".join(f"{h}:{p}" for h, p in self.cluster_nodes)
+        url = self.url or ""
+        scheme, sep, rest = url.partition("://")
+        return f"{scheme}{sep}{rest.rpartition('@')[2]}" if sep else url
+
+
+@dataclass(frozen=True, slots=True)
 class ReconcileConfig:
     """The reconciler's knobs (``[reconcile]`` in config/gateway.toml)."""
 
@@ -126,6 +178,8 @@ class Settings:
     max_upload_files: int = 2000
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     redis_url: str | None = None
+    #: Sentinel / Cluster, credentials, TLS and replica acks (``redis_url`` is its ``url``).
+    redis: RedisConnection = RedisConnection()
     embedded_redis_dir: Path = PROJECT_ROOT / "data" / "redis"
     redis_key_prefix: str = "gw:"
     admin_token: str | None = None
@@ -198,6 +252,16 @@ class Settings:
             if chain.chain_id == chain_id:
                 return chain
         return None
+
+    @property
+    def redis_connection(self) -> RedisConnection:
+        """``redis`` with ``redis_url`` as its URL (tests and ``dev`` replace the URL alone)."""
+        return replace(self.redis, url=self.redis_url)
+
+    @property
+    def redis_configured(self) -> bool:
+        """Whether the environment names a Redis (else ``serve`` starts an embedded one)."""
+        return self.redis_connection.topology != "embedded"
 
     def with_overrides(self, **changes: Any) -> Settings:
         """A copy with some fields replaced (tests and the dev stack)."""
@@ -278,9 +342,8 @@ def parse_settings(raw: Mapping[str, Any], env: Mapping[str, str], *, source: st
         key = "CREATEOS_API_URL" if env.get("CREATEOS_API_URL") else "upstream.api_url"
         raise ConfigError(key, "must be an http(s) URL")
 
-    redis_url = env.get("REDIS_URL") or None
-    if redis_url is not None and not redis_url.startswith(("redis://", "rediss://", "unix://")):
-        raise ConfigError("REDIS_URL", "must start with redis://, rediss:// or unix://")
+    redis = _redis_connection(reader, env)
+    redis_url = redis.url
 
     archive_text = env.get("GATEWAY_LEDGER_ARCHIVE_DIR") or reader.get_str(
         "ledger.archive_dir", default="data/ledger-archive"
@@ -317,8 +380,10 @@ def parse_settings(raw: Mapping[str, Any], env: Mapping[str, str], *, source: st
         embedded_dir = Path.cwd() / embedded_dir
 
     prefix = reader.get_str(f"{gw}.redis_key_prefix", default="gw:")
-    if not prefix or any(c.isspace() for c in prefix):
-        raise ConfigError(f"{gw}.redis_key_prefix", "must be non-empty without whitespace")
+    if not prefix or any(c.isspace() or c in "{}" for c in prefix):
+        raise ConfigError(
+            f"{gw}.redis_key_prefix", "must be non-empty, without whitespace or braces"
+        )  # a brace would change the hash slot of every key on a Redis Cluster
 
     max_body = reader.get_int(f"{gw}.max_body_bytes", default=70 * 1024 * 1024, low=1024)
     max_upload = reader.get_int(f"{gw}.max_upload_bytes", default=50 * 1024 * 1024, low=1024)
@@ -345,6 +410,7 @@ def parse_settings(raw: Mapping[str, Any], env: Mapping[str, str], *, source: st
         max_upload_files=reader.get_int(f"{gw}.max_upload_files", default=2000, low=1),
         trusted_proxies=tuple(trusted),
         redis_url=redis_url,
+        redis=redis,
         embedded_redis_dir=embedded_dir,
         redis_key_prefix=prefix,
         admin_token=env.get("GATEWAY_ADMIN_TOKEN") or None,
@@ -402,6 +468,75 @@ def parse_settings(raw: Mapping[str, Any], env: Mapping[str, str], *, source: st
         ledger_archive_dir=archive_dir,
         source=source,
     )
+
+
+def _redis_connection(reader: _Reader, env: Mapping[str, str]) -> RedisConnection:
+    """The ``REDIS_*`` environment and the ``[redis]`` table; one topology at most."""
+    url = env.get("REDIS_URL", "").strip() or None
+    if url is not None and not url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError("REDIS_URL", "must start with redis://, rediss:// or unix://")
+    sentinels = _host_ports("REDIS_SENTINELS", env.get("REDIS_SENTINELS", ""))
+    cluster = _host_ports("REDIS_CLUSTER_NODES", env.get("REDIS_CLUSTER_NODES", ""))
+    chosen = [name for name, on in (("REDIS_URL", url), ("REDIS_SENTINELS", sentinels),
+                                    ("REDIS_CLUSTER_NODES", cluster)) if on]  # fmt: skip
+    if len(chosen) > 1:
+        raise ConfigError(chosen[1], f"set only one of REDIS_URL, REDIS_SENTINELS, "
+                          f"REDIS_CLUSTER_NODES (found {' and '.join(chosen)})")  # fmt: skip
+    master = env.get("REDIS_SENTINEL_MASTER", "").strip() or None
+    if sentinels and master is None:
+        raise ConfigError("REDIS_SENTINEL_MASTER", "required with REDIS_SENTINELS (the name "
+                          "the Sentinels monitor, e.g. mymaster)")  # fmt: skip
+    if master is not None and not sentinels:
+        raise ConfigError("REDIS_SENTINEL_MASTER", "only meaningful with REDIS_SENTINELS")
+    tls_text = env.get("REDIS_TLS", "").strip().lower()
+    if tls_text not in ("", "true", "false", "1", "0", "yes", "no"):
+        raise ConfigError("REDIS_TLS", f"must be true or false, not {tls_text!r}")
+    tls = tls_text in ("true", "1", "yes") or bool(url and url.startswith("rediss://"))
+    ca_file = env.get("REDIS_TLS_CA_FILE", "").strip() or (
+        reader.get_str("redis.tls_ca_file", default="") or None
+    )
+    if ca_file is not None:
+        if not Path(ca_file).is_file():
+            key = "REDIS_TLS_CA_FILE" if env.get("REDIS_TLS_CA_FILE") else "redis.tls_ca_file"
+            raise ConfigError(key, f"CA file not found: {ca_file}")
+        tls = True
+    if url and url.startswith("redis://") and tls_text in ("true", "1", "yes"):
+        raise ConfigError("REDIS_TLS", "REDIS_URL says redis:// (plain); use rediss:// for TLS")
+    acks = reader.get_int("redis.min_replica_acks", default=0, low=0, high=16)
+    acks_text = env.get("REDIS_MIN_REPLICA_ACKS", "").strip()
+    if acks_text:
+        if not acks_text.isdigit() or int(acks_text) > 16:
+            raise ConfigError("REDIS_MIN_REPLICA_ACKS", "must be an integer from 0 to 16")
+        acks = int(acks_text)
+    return RedisConnection(
+        url=url,
+        sentinels=sentinels,
+        sentinel_master=master,
+        cluster_nodes=cluster,
+        username=env.get("REDIS_USERNAME") or None,
+        password=env.get("REDIS_PASSWORD") or None,
+        sentinel_password=env.get("REDIS_SENTINEL_PASSWORD") or None,
+        tls=tls,
+        tls_ca_file=ca_file,
+        min_replica_acks=acks,
+        replica_ack_timeout_ms=reader.get_int(
+            "redis.replica_ack_timeout_ms", default=500, low=10, high=60_000
+        ),
+    )
+
+
+def _host_ports(key: str, text: str) -> tuple[tuple[str, int], ...]:
+    """``host:port,host:port`` (IPv6 as ``[::1]:port``); empty text is no nodes."""
+    nodes = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        host, sep, port_text = item.rpartition(":")
+        host = host.strip("[]")
+        if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            raise ConfigError(key, f"not host:port: {item!r}")
+        nodes.append((host, int(port_text)))
+    return tuple(nodes)
 
 
 def _eth_to_wei(value: str, key: str) -> int:

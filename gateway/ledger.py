@@ -5,9 +5,15 @@ Invariants:
 - every balance change is an append-only entry (payment, reversal, burn, adjustment) written by
   the same Lua script that changes the balance, so ``sum(entries) == balance`` always holds
   (``check_consistency`` proves it for a wallet);
-- a payment tx is claimed once per ``(chain_id, tx)``: ``claim_payment`` reserves it before any
-  RPC call (a lease, so a crashed verifier cannot lock it forever), ``release_claim`` gives it
-  back on failure, ``credit_payment`` marks it used forever and credits it in one script;
+- a payment is claimed once per ``(chain_id, tx, payer)``: ``claim_payment`` reserves it
+  before any RPC call (a lease, so a crashed verifier cannot lock it forever), ``release_claim``
+  gives it back on failure, ``credit_payment`` marks it used forever and credits it in one
+  script. The claim lives in the payer's hash slot with the balance, so that script is also the
+  guard against a double credit on a Redis Cluster. Per payer is sound because only Transfer
+  logs whose ``from`` is the payer are counted (``payments.verify``): one tx carrying transfers
+  from two payers credits each payer once, with their own logs (``store/keys.py``);
+- global indexes (the wallets set, the payers of a tx, the re-check queue) are written outside
+  the scripts, before the fact they point at (and the re-check entry again after it);
 - the hot list stays bounded: ``compact`` archives a wallet's oldest entries outside Redis
   (``gateway.store.archive``) and folds them into one ``checkpoint`` entry at the head whose
   amount is their sum and whose balance is the last one's, so both properties above still hold
@@ -16,6 +22,7 @@ Invariants:
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 from collections.abc import Iterator, Mapping, Sequence
@@ -25,6 +32,9 @@ from typing import Any, Protocol
 
 from gateway.store import Store
 from gateway.types import Clock, system_clock
+
+#: Wallets remembered as already in the wallets set (then forgotten all at once).
+_NOTED_MAX = 65_536
 
 
 class EntryKind(str, Enum):
@@ -93,10 +103,11 @@ class Applied:
 
 @dataclass(frozen=True, slots=True)
 class ClaimTicket:
-    """Proof that this request holds the claim on ``(chain_id, tx_hash)``."""
+    """Proof that this request holds the claim on ``(chain_id, tx_hash, payer)``."""
 
     chain_id: int
     tx_hash: str
+    payer: str  # lowercase
     token: str
 
 
@@ -124,13 +135,26 @@ class Ledger:
         self._keys = store.keys
         self._clock = clock
         self._claim_lease_ms = claim_lease_ms
+        self._noted: set[str] = set()  # wallets this process has put in the wallets set
 
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)
 
     def _entry_keys(self, wallet: str) -> list[str]:
         k = self._keys
-        return [k.balance(wallet), k.ledger(wallet), k.ledger_seq(), k.wallets()]
+        return [k.balance(wallet), k.ledger(wallet), k.ledger_seq(wallet)]
+
+    async def _note_wallet(self, wallet: str) -> None:
+        """Add to the global wallets set before a first entry can exist (an index may name a
+        wallet with no entries yet; never the other way round). Durable, and once per process
+        and wallet: a credit's path pays this round trip once, not on every payment."""
+        wallet = wallet.lower()
+        if wallet in self._noted:
+            return
+        await self._store.add_member(self._keys.wallets(), wallet, durable=True)
+        if len(self._noted) >= _NOTED_MAX:
+            self._noted.clear()
+        self._noted.add(wallet)
 
     # --- reads ----------------------------------------------------------------------------
 
@@ -242,11 +266,12 @@ class Ledger:
         floor_micro: int | None = None,
     ) -> Applied:
         """Add a signed entry. With ``once_key`` the change happens at most once for that key
-        (the key is written in the same script); with ``floor_micro`` it is refused when the
-        balance would end below the floor."""
-        keys = [*self._entry_keys(wallet), once_key or self._keys.prefix + "noguard"]
+        (a name: the guard key is the wallet's ``ledger_guard``, written in the same script);
+        with ``floor_micro`` it is refused when the balance would end below the floor."""
+        guard = self._keys.ledger_guard(wallet, once_key or "-")
+        keys = [*self._entry_keys(wallet), guard]
+        await self._note_wallet(wallet)
         args = [
-            wallet.lower(),
             amount_micro,
             kind.value,
             ref,
@@ -268,9 +293,12 @@ class Ledger:
         the project's metered-hour marker are written by one script (``burn_hour.lua``). Hours
         at or before the marker are duplicates; a balance below the amount writes nothing."""
         k = self._keys
-        keys = [k.metered_hour(project_id), k.project(project_id), *self._entry_keys(wallet)]
+        keys = [
+            k.metered_hour(wallet, project_id),
+            k.project(wallet, project_id),
+            *self._entry_keys(wallet),
+        ]
         args = [
-            wallet.lower(),
             hour,
             amount_micro,
             self._now_ms(),
@@ -281,40 +309,52 @@ class Ledger:
         seq = int(result[2]) if len(result) > 2 else None
         return Applied(outcome=BurnOutcome(result[0]), balance_micro=int(result[1]), seq=seq)
 
-    async def metered_hour(self, project_id: str) -> int | None:
+    async def metered_hour(self, wallet: str, project_id: str) -> int | None:
         """The last hour (Unix hours) burned or skipped for a project; None before the first."""
-        raw = await self._store.get(self._keys.metered_hour(project_id))
+        raw = await self._store.get(self._keys.metered_hour(wallet, project_id))
         return None if raw is None else int(raw)
 
-    async def skip_hours(self, project_id: str, through_hour: int) -> int:
+    async def skip_hours(self, wallet: str, project_id: str, through_hour: int) -> int:
         """Mark every hour up to ``through_hour`` metered without burning (never moves back);
         returns the marker afterwards."""
         marker = await self._store.run(
-            "skip_hours", [self._keys.metered_hour(project_id)], [through_hour]
+            "skip_hours", [self._keys.metered_hour(wallet, project_id)], [through_hour]
         )
         return int(marker)
 
-    async def claim_payment(self, chain_id: int, tx_hash: str) -> tuple[ClaimOutcome, ClaimTicket]:
-        ticket = ClaimTicket(chain_id=chain_id, tx_hash=tx_hash, token=secrets.token_hex(8))
+    async def claim_payment(
+        self, chain_id: int, tx_hash: str, payer: str
+    ) -> tuple[ClaimOutcome, ClaimTicket]:
+        """Reserve ``payer``'s transfers in ``tx_hash`` (another payer's in the same tx are
+        theirs to claim)."""
+        ticket = ClaimTicket(
+            chain_id=chain_id, tx_hash=tx_hash, payer=payer.lower(), token=secrets.token_hex(8)
+        )
         result = await self._store.run(
             "claim_payment",
-            [self._keys.claim(chain_id, tx_hash)],
+            [self._keys.claim(chain_id, tx_hash, payer)],
             [ticket.token, self._claim_lease_ms],
         )
         return ClaimOutcome(result), ticket
 
     async def release_claim(self, ticket: ClaimTicket) -> bool:
         released = await self._store.run(
-            "release_claim", [self._keys.claim(ticket.chain_id, ticket.tx_hash)], [ticket.token]
+            "release_claim",
+            [self._keys.claim(ticket.chain_id, ticket.tx_hash, ticket.payer)],
+            [ticket.token],
         )
         return bool(int(released))
 
-    async def claim_state(self, chain_id: int, tx_hash: str) -> str | None:
-        """``None`` (unclaimed), ``"used"`` or ``"pending"``."""
-        raw = await self._store.get(self._keys.claim(chain_id, tx_hash))
+    async def claim_state(self, chain_id: int, tx_hash: str, payer: str) -> str | None:
+        """``None`` (unclaimed), ``"used"`` or ``"pending"``: ``payer``'s claim on the tx."""
+        raw = await self._store.get(self._keys.claim(chain_id, tx_hash, payer))
         if raw is None:
             return None
         return "used" if raw == "used" else "pending"
+
+    async def payers(self, chain_id: int, tx_hash: str) -> list[str]:
+        """Wallets that claimed a payment in the tx (an index: check each one's record)."""
+        return sorted(await self._store.members(self._keys.tx_payers(chain_id, tx_hash)))
 
     async def credit_payment(
         self,
@@ -326,48 +366,64 @@ class Ledger:
         recheck_block: int | None = None,
         reason: str = "payment received",
     ) -> Applied:
-        """Mark the claimed tx used and credit ``amount_micro`` in one script. ``record`` is
+        """Mark the claimed payment used and credit ``amount_micro`` in one script, durably
+        (``Store``: a deploy, a top-up's 200 or a settlement answer rests on it). ``record`` is
         the verification stored for operators; ``recheck_block`` queues a finality re-check;
-        ``reason`` is the ledger entry's (the reconciler names itself there)."""
+        ``reason`` is the ledger entry's (the reconciler names itself there). ``wallet`` must be
+        the ticket's payer.
+
+        The global indexes go around the script: the wallet and the tx's payer before it, the
+        re-check entry before it (so a crash right after the credit cannot lose the re-check)
+        and once more after it (so a re-check pass that dropped the entry while the credit was
+        in flight cannot either)."""
+        if wallet.lower() != ticket.payer:
+            raise ValueError("a payment is credited to the payer that claimed it")
         k = self._keys
         ref = f"{ticket.chain_id}:{ticket.tx_hash}"
         keys = [
-            k.claim(ticket.chain_id, ticket.tx_hash),
-            k.payment(ticket.chain_id, ticket.tx_hash),
+            k.claim(ticket.chain_id, ticket.tx_hash, wallet),
+            k.payment(ticket.chain_id, ticket.tx_hash, wallet),
             *self._entry_keys(wallet),
             k.wallet_payments(wallet),
-            k.recheck_queue(),
         ]
-        args = [
-            ticket.token,
-            wallet.lower(),
-            amount_micro,
-            self._now_ms(),
-            ref,
-            json.dumps(dict(record)),
-            "" if recheck_block is None else recheck_block,
-            reason,
+        args = [ticket.token, amount_micro, self._now_ms(), ref, json.dumps(dict(record)), reason]
+        queued = f"{ref}:{ticket.payer}"
+        before = [
+            self._note_wallet(wallet),
+            self._store.add_member(k.tx_payers(ticket.chain_id, ticket.tx_hash), ticket.payer),
         ]
-        result = await self._store.run("credit_payment", keys, args)
+        if recheck_block is not None:
+            before.append(self._store.add_scored(k.recheck_queue(), queued, recheck_block))
+        await asyncio.gather(*before)  # one round trip: coalesced by the store
+        result = await self._store.run("credit_payment", keys, args, durable=True)
+        outcome = CreditOutcome(result[0])
+        if outcome is CreditOutcome.CREDITED and recheck_block is not None:
+            await self._store.add_scored(k.recheck_queue(), queued, recheck_block, durable=True)
         seq = int(result[2]) if len(result) > 2 else None
-        return Applied(outcome=CreditOutcome(result[0]), balance_micro=int(result[1]), seq=seq)
+        return Applied(outcome=outcome, balance_micro=int(result[1]), seq=seq)
 
     async def reverse_payment(
         self, chain_id: int, tx_hash: str, wallet: str, amount_micro: int, reason: str
     ) -> Applied:
-        """Reverse a credited payment (reorg). At most once per payment."""
+        """Reverse ``wallet``'s credited payment in a tx (reorg). At most once per payment; its
+        re-check entry is dropped afterwards (if that is lost, the next pass finds the record
+        reversed and drops it)."""
         k = self._keys
         ref = f"{chain_id}:{tx_hash}"
-        keys = [k.payment(chain_id, tx_hash), *self._entry_keys(wallet), k.recheck_queue()]
+        keys = [k.payment(chain_id, tx_hash, wallet), *self._entry_keys(wallet)]
         result = await self._store.run(
-            "reverse_payment", keys, [wallet.lower(), amount_micro, self._now_ms(), ref, reason]
+            "reverse_payment", keys, [amount_micro, self._now_ms(), ref, reason]
         )
         outcome = ApplyOutcome.APPLIED if result[0] == "reversed" else ApplyOutcome.DUPLICATE
+        await self._store.remove_member(k.recheck_queue(), f"{ref}:{wallet.lower()}")
         seq = int(result[2]) if len(result) > 2 else None
         return Applied(outcome=outcome, balance_micro=int(result[1]), seq=seq)
 
-    async def payment_record(self, chain_id: int, tx_hash: str) -> dict[str, str] | None:
-        raw = await self._store.hash(self._keys.payment(chain_id, tx_hash))
+    async def payment_record(
+        self, chain_id: int, tx_hash: str, payer: str
+    ) -> dict[str, str] | None:
+        """``payer``'s recorded payment in the tx, if credited (or reversed)."""
+        raw = await self._store.hash(self._keys.payment(chain_id, tx_hash, payer))
         return {str(k): str(v) for k, v in raw.items()} or None
 
     async def wallet_payments(self, wallet: str, *, limit: int = 50) -> list[str]:

@@ -2,7 +2,10 @@
 USDC/USDT addresses, and the gateway app served in-process.
 
 - Redis: ``REDIS_URL`` when set, else an embedded redis-server started for the session. Each
-  test gets its own key prefix, so tests never see each other's keys.
+  test gets its own key prefix, so tests never see each other's keys. ``redis_cluster`` (a
+  3-master Redis Cluster for the session) and ``replicated_redis`` (a primary, 2 replicas and
+  3 Sentinels for one test) start real servers too (``devstack.redis_topology``); without a
+  redis-server binary they fail under CI and skip locally.
 - anvil: ``AnvilNode`` from ``devstack.anvil`` (binary from ANVIL_BIN, node_modules or
   PATH). Missing anvil fails under CI (``CI`` set) and skips locally with a hint.
 - Chains are snapshotted before each test that uses them and reverted after.
@@ -24,8 +27,9 @@ from eth_account.signers.local import LocalAccount
 from hypothesis import settings as hypothesis_settings
 
 from devstack.anvil import AnvilNode, AnvilNotFound, find_anvil_binary
+from devstack.redis_topology import RedisClusterStack, ReplicatedRedis
 from gateway.config import PROJECT_ROOT, Settings, load_settings
-from gateway.store.embedded import EmbeddedRedis
+from gateway.store.embedded import EmbeddedRedis, EmbeddedRedisError, find_redis_server
 from tests.support import LOCAL_CONFIG, SettingsFactory, running_gateway
 
 # Fixtures of the deploy tests (CreateOS simulator over HTTP, the gateway wired to it).
@@ -64,6 +68,32 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         return
     with EmbeddedRedis(tmp_path_factory.mktemp("redis")) as server:
         yield server.url
+
+
+def _redis_server_binary() -> str:
+    try:
+        return find_redis_server()
+    except EmbeddedRedisError as exc:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"redis-server not available for a multi-server topology: {exc}")
+        raise  # unreachable; pytest.skip raises
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterStack]:
+    """A 3-master Redis Cluster of real servers for the session (no replicas)."""
+    binary = _redis_server_binary()
+    with RedisClusterStack(tmp_path_factory.mktemp("cluster"), binary=binary) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def replicated_redis(tmp_path: Path) -> Iterator[ReplicatedRedis]:
+    """A primary, two replicas and three Sentinels for one test (tests kill the primary)."""
+    binary = _redis_server_binary()
+    with ReplicatedRedis(tmp_path / "replicated", binary=binary) as replicated:
+        yield replicated
 
 
 @pytest.fixture

@@ -107,14 +107,15 @@ async def assert_store_invariants(store: Store, ledger: Ledger) -> None:
     for wallet in await ledger.wallets():
         report = await ledger.check_consistency(wallet)
         assert report.ok, report
+    # Claims and payment records live in each payer's slot: {prefix}{w:<payer>}:claim:<ref>.
     prefix = store.keys.prefix
     claims: dict[str, str] = {}
     redis = raw_redis(store)
-    async for key in redis.scan_iter(match=f"{prefix}claim:*"):
-        claims[str(key)[len(prefix) + len("claim:") :]] = str(await redis.get(key))
+    async for key in redis.scan_iter(match=f"{prefix}{{w:*}}:claim:*"):
+        claims[str(key)[len(prefix) :].replace(":claim:", ":", 1)] = str(await redis.get(key))
     records: dict[str, dict[str, str]] = {}
-    async for key in redis.scan_iter(match=f"{prefix}payment:*"):
-        records[str(key)[len(prefix) + len("payment:") :]] = await store.hash(key)
+    async for key in redis.scan_iter(match=f"{prefix}{{w:*}}:payment:*"):
+        records[str(key)[len(prefix) :].replace(":payment:", ":", 1)] = await store.hash(key)
     for ref, state in claims.items():
         assert state == "used", f"claim {ref} left {state!r}"
         assert ref in records, f"claim {ref} used without a payment record"
@@ -141,5 +142,5 @@ async def assert_rejected(
     assert "amount_usd" not in body and "pay_to" not in body  # never a fresh quote
     assert await gateway.balance(wallet) == 0
     assert await gateway.services.ledger.entries(wallet) == []
-    assert await gateway.services.ledger.claim_state(chain_id, tx.lower()) is None
+    assert await gateway.services.ledger.claim_state(chain_id, tx.lower(), wallet) is None
     return body

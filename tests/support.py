@@ -11,7 +11,7 @@ import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 from redis.asyncio import Redis
@@ -68,8 +68,9 @@ async def running_gateway(
 
 def raw_redis(store: Store) -> Redis:
     """The store's own Redis client, for tests that look behind its typed operations (count
-    a sorted set, tamper with a balance, flush the script cache)."""
-    return store._redis
+    a sorted set, tamper with a balance, flush the script cache). On a cluster it is a
+    ``RedisCluster``, which takes the same commands."""
+    return cast("Redis", store._redis)
 
 
 @contextlib.contextmanager

@@ -89,6 +89,30 @@ def test_every_environment_override(tmp_path: Path) -> None:
         ({"chains.base.finalized_above_usd": "lots"}, ENV, "chains.base.finalized_above_usd"),
         ({"pricing.price_usd_per_month": "-1"}, ENV, "pricing.price_usd_per_month"),
         ({}, {**ENV, "REDIS_URL": "http://redis"}, "REDIS_URL"),
+        ({}, {**ENV, "REDIS_SENTINELS": "10.0.0.1:26379"}, "REDIS_SENTINEL_MASTER"),
+        ({}, {**ENV, "REDIS_SENTINEL_MASTER": "gw"}, "REDIS_SENTINEL_MASTER"),
+        (
+            {},
+            {**ENV, "REDIS_SENTINELS": "10.0.0.1", "REDIS_SENTINEL_MASTER": "gw"},
+            "REDIS_SENTINELS",
+        ),
+        ({}, {**ENV, "REDIS_CLUSTER_NODES": "a:1,b:99999"}, "REDIS_CLUSTER_NODES"),
+        (
+            {},
+            {**ENV, "REDIS_URL": "redis://x", "REDIS_CLUSTER_NODES": "a:1"},
+            "REDIS_CLUSTER_NODES",
+        ),
+        ({}, {**ENV, "REDIS_CLUSTER_NODES": "a:1", "REDIS_TLS": "maybe"}, "REDIS_TLS"),
+        ({}, {**ENV, "REDIS_URL": "redis://x", "REDIS_TLS": "true"}, "REDIS_TLS"),
+        (
+            {},
+            {**ENV, "REDIS_URL": "rediss://x", "REDIS_TLS_CA_FILE": "/no/such/ca.pem"},
+            "REDIS_TLS_CA_FILE",
+        ),
+        ({"redis.min_replica_acks": -1}, ENV, "redis.min_replica_acks"),
+        ({"gateway.redis_key_prefix": "gw{x}:"}, ENV, "gateway.redis_key_prefix"),
+        ({}, {**ENV, "REDIS_MIN_REPLICA_ACKS": "one"}, "REDIS_MIN_REPLICA_ACKS"),
+        ({"redis.replica_ack_timeout_ms": 0}, ENV, "redis.replica_ack_timeout_ms"),
         ({}, {**ENV, "GATEWAY_TRUSTED_PROXIES": "not-an-ip"}, "GATEWAY_TRUSTED_PROXIES"),
         ({}, {**ENV, "GATEWAY_SETTLER_KEY": "0x1234"}, "GATEWAY_SETTLER_KEY"),
         ({}, {**ENV, "GATEWAY_RECONCILE_INTERVAL": "soon"}, "GATEWAY_RECONCILE_INTERVAL"),
@@ -110,6 +134,29 @@ def test_invalid_values_name_their_key(
         load_settings(path, env)
     assert refused.value.key == key, str(refused.value)
     assert key in str(refused.value)
+
+
+def test_the_three_redis_topologies_with_password_and_tls(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n", encoding="utf-8")
+    single = load_settings(None, {**ENV, "REDIS_URL": "rediss://:secret@redis.example:6380/0"})
+    assert single.redis_connection.topology == "single" and single.redis_connection.tls
+    assert "secret" not in single.redis_connection.describe()
+    sentinel = load_settings(None, {
+        **ENV, "REDIS_SENTINELS": "10.0.0.1:26379, [::1]:26380", "REDIS_SENTINEL_MASTER": "gw",
+        "REDIS_PASSWORD": "pw", "REDIS_TLS": "true", "REDIS_TLS_CA_FILE": str(ca),
+    }).redis_connection  # fmt: skip
+    assert sentinel.topology == "sentinel" and sentinel.sentinel_master == "gw"
+    assert sentinel.sentinels == (("10.0.0.1", 26379), ("::1", 26380))
+    assert (sentinel.password, sentinel.tls, sentinel.tls_ca_file) == ("pw", True, str(ca))
+    assert "pw" not in repr(sentinel)
+    cluster = load_settings(None, {**ENV, "REDIS_CLUSTER_NODES": "a:7000,b:7001,c:7002"})
+    assert cluster.redis_connection.cluster_nodes == (("a", 7000), ("b", 7001), ("c", 7002))
+    assert cluster.redis_configured and cluster.redis_url is None
+    assert cluster.redis_connection.min_replica_acks == 0  # the default: a single server
+    acks = load_settings(None, {**ENV, "REDIS_URL": "redis://r", "REDIS_MIN_REPLICA_ACKS": "2"})
+    assert acks.redis_connection.min_replica_acks == 2
+    assert not load_settings(None, ENV).redis_configured  # nothing set: the embedded one
 
 
 def test_unreadable_files_are_refused_by_name(tmp_path: Path) -> None:

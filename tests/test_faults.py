@@ -40,8 +40,8 @@ def live_projects(sim: CreateOSSimulator) -> list[str]:
 async def assert_books_balance(gw: Gateway, wallet: str, chain_id: int, tx: str) -> None:
     report = await gw.services.ledger.check_consistency(wallet)
     assert report.ok, report
-    assert await gw.services.ledger.claim_state(chain_id, tx) == "used"
-    assert await gw.services.ledger.payment_record(chain_id, tx) is not None
+    assert await gw.services.ledger.claim_state(chain_id, tx, wallet) == "used"
+    assert await gw.services.ledger.payment_record(chain_id, tx, wallet) is not None
 
 
 async def test_redis_killed_between_payment_and_deploy_loses_nothing(

@@ -55,8 +55,8 @@ async def test_consistency_check_detects_a_silent_edit(ledger: Ledger, store: St
     assert not (await ledger.check_consistency(WALLET)).ok
 
 
-async def test_once_key_applies_once_even_concurrently(ledger: Ledger, store: Store) -> None:
-    guard = store.keys.prefix + "guard:test"
+async def test_once_key_applies_once_even_concurrently(ledger: Ledger) -> None:
+    guard = "test"
     results = await asyncio.gather(
         *(
             ledger.apply(WALLET, EntryKind.BURN, -10, ref="r", reason="x", once_key=guard)
@@ -75,40 +75,40 @@ async def test_floor_refuses_overdraft(ledger: Ledger) -> None:
 
 
 async def test_claim_is_exclusive_and_permanent_once_credited(ledger: Ledger) -> None:
-    outcome, ticket = await ledger.claim_payment(42161, TX)
+    outcome, ticket = await ledger.claim_payment(42161, TX, WALLET)
     assert outcome is ClaimOutcome.RESERVED
-    assert (await ledger.claim_payment(42161, TX))[0] is ClaimOutcome.BUSY
+    assert (await ledger.claim_payment(42161, TX, WALLET))[0] is ClaimOutcome.BUSY
     credited = await ledger.credit_payment(ticket, WALLET, 2_000_000, {"chain_id": 42161, "tx": TX})
     assert credited.outcome is CreditOutcome.CREDITED and credited.balance_micro == 2_000_000
-    assert (await ledger.claim_payment(42161, TX))[0] is ClaimOutcome.USED
+    assert (await ledger.claim_payment(42161, TX, WALLET))[0] is ClaimOutcome.USED
     # Crediting again with the same ticket changes nothing.
     again = await ledger.credit_payment(ticket, WALLET, 2_000_000, {})
     assert again.outcome is CreditOutcome.USED and await ledger.balance(WALLET) == 2_000_000
-    record = await ledger.payment_record(42161, TX)
+    record = await ledger.payment_record(42161, TX, WALLET)
     assert record is not None and record["status"] == "credited"
     assert await ledger.wallet_payments(WALLET) == [f"42161:{TX}"]
 
 
 async def test_released_claim_can_be_claimed_again(ledger: Ledger) -> None:
-    _, ticket = await ledger.claim_payment(8453, TX)
+    _, ticket = await ledger.claim_payment(8453, TX, WALLET)
     assert await ledger.release_claim(ticket)
-    assert (await ledger.claim_payment(8453, TX))[0] is ClaimOutcome.RESERVED
+    assert (await ledger.claim_payment(8453, TX, WALLET))[0] is ClaimOutcome.RESERVED
 
 
 async def test_only_the_holder_releases(ledger: Ledger) -> None:
-    _, ticket = await ledger.claim_payment(8453, TX)
+    _, ticket = await ledger.claim_payment(8453, TX, WALLET)
     from gateway.ledger import ClaimTicket
 
-    assert not await ledger.release_claim(ClaimTicket(8453, TX, "someone-else"))
-    assert await ledger.claim_state(8453, TX) == "pending"
+    assert not await ledger.release_claim(ClaimTicket(8453, TX, WALLET, "someone-else"))
+    assert await ledger.claim_state(8453, TX, WALLET) == "pending"
     assert await ledger.release_claim(ticket)
 
 
 async def test_expired_claim_lease_credits_nothing(store: Store) -> None:
     ledger = Ledger(store, claim_lease_ms=50)
-    _, ticket = await ledger.claim_payment(42161, TX)
+    _, ticket = await ledger.claim_payment(42161, TX, WALLET)
     await asyncio.sleep(0.1)
-    _, other = await ledger.claim_payment(42161, TX)  # lease ran out: another took it
+    _, other = await ledger.claim_payment(42161, TX, WALLET)  # lease ran out: another took it
     lost = await ledger.credit_payment(ticket, WALLET, 1, {})
     assert lost.outcome is CreditOutcome.LOST
     assert (await ledger.credit_payment(other, WALLET, 1, {})).outcome is CreditOutcome.CREDITED
@@ -116,7 +116,7 @@ async def test_expired_claim_lease_credits_nothing(store: Store) -> None:
 
 
 async def test_reversal_once(ledger: Ledger) -> None:
-    _, ticket = await ledger.claim_payment(42161, TX)
+    _, ticket = await ledger.claim_payment(42161, TX, WALLET)
     await ledger.credit_payment(ticket, WALLET, 700, {"tx": TX}, recheck_block=5)
     first = await ledger.reverse_payment(42161, TX, WALLET, 700, "reorg removed the tx")
     second = await ledger.reverse_payment(42161, TX, WALLET, 700, "reorg removed the tx")
@@ -138,14 +138,15 @@ async def test_a_lost_reply_is_an_error_never_a_second_entry(
     store = await connect_store(f"redis://127.0.0.1:{proxy.port}/0", key_prefix)
     try:
         ledger = Ledger(store)
+        await ledger.apply(WALLET, EntryKind.ADJUSTMENT, 1, ref="operator", reason="first")
         proxy.drop_next_reply()
         with pytest.raises(Unavailable):
             await ledger.apply(
                 WALLET, EntryKind.ADJUSTMENT, 1_500_000, ref="operator", reason="goodwill"
             )
         assert proxy.accepted == 1  # not reconnected to send it again
-        assert await ledger.balance(WALLET) == 1_500_000
-        assert [e.amount_micro for e in await ledger.entries(WALLET)] == [1_500_000]
+        assert await ledger.balance(WALLET) == 1_500_001
+        assert [e.amount_micro for e in await ledger.entries(WALLET)] == [1_500_000, 1]
         assert (await ledger.check_consistency(WALLET)).ok
     finally:
         await store.close()

@@ -21,7 +21,7 @@ import math
 
 from gateway.errors import RateLimited
 from gateway.metrics import GatewayMetrics
-from gateway.store import Store
+from gateway.store import Store, slot_tag
 from gateway.types import Clock, system_clock
 
 
@@ -63,10 +63,16 @@ class RateLimiter:
         """Count one authenticated request and consume its nonce, atomically.
 
         Raises RateLimited (nonce untouched) when over the limit; returns False when the
-        nonce was used before, True when it is fresh (and now consumed)."""
+        nonce was used before, True when it is fresh (and now consumed). Both keys carry the
+        wallet's hash tag; a bucket named after another header spelling than the signed wallet
+        (another slot on a cluster) is counted first, then the nonce consumed."""
+        rate_key = self._store.keys.rate(client_ip, wallet_key or "-")
+        if slot_tag(rate_key) != slot_tag(nonce_key):
+            await self.hit(client_ip, wallet_key)
+            return await self._store.put_if_absent(nonce_key, "1", ttl_ms=nonce_ttl * 1000)
         allowed, retry_ms, fresh = await self._store.run(
             "admit",
-            [self._store.keys.rate(client_ip, wallet_key or "-"), nonce_key],
+            [rate_key, nonce_key],
             [self._now_ms(), self._period_ms, self._limit, nonce_ttl],
         )
         if not int(allowed):
@@ -76,20 +82,25 @@ class RateLimiter:
 
     async def count_failure(self, client_ip: str, wallet_key: str) -> None:
         """Count one request whose authentication failed (or is about to cost an RPC call)
-        against its request bucket and the IP's failure budget, in one script. Raises
-        RateLimited when either is spent (then the caller must not spend anything more)."""
-        allowed, retry_ms, refused_by = await self._store.run(
-            "count_auth_failure",
-            [
-                self._store.keys.rate(client_ip, wallet_key or "-"),
-                self._store.keys.failed_auth(client_ip),
-            ],
-            [self._now_ms(), self._period_ms, self._limit, self._failed_period_ms,
-             self._failed_limit],
-        )  # fmt: skip
+        against its request bucket, then, if that admits it, against the IP's failure budget.
+        Raises RateLimited when either is spent (then the caller must not spend anything more).
+        Two steps: the request bucket is in the wallet's slot, the failure budget in the IP's;
+        a bucket only advances when it admits the request, as in one script."""
+        allowed, retry_ms = await self._store.run(
+            "rate_limit",
+            [self._store.keys.rate(client_ip, wallet_key or "-")],
+            [self._now_ms(), self._period_ms, self._limit],
+        )
         if not int(allowed):
-            scope = "failed_auth" if _text(refused_by) == "failure" else "request"
-            self._metrics.request_rate_limited(scope)
+            self._metrics.request_rate_limited("request")
+            raise _limited(client_ip, wallet_key, int(retry_ms))
+        allowed, retry_ms = await self._store.run(
+            "rate_limit",
+            [self._store.keys.failed_auth(client_ip)],
+            [self._now_ms(), self._failed_period_ms, self._failed_limit],
+        )
+        if not int(allowed):
+            self._metrics.request_rate_limited("failed_auth")
             raise _limited(client_ip, wallet_key, int(retry_ms))
 
     async def refund_failure(self, client_ip: str) -> None:
@@ -100,10 +111,6 @@ class RateLimiter:
             [self._store.keys.failed_auth(client_ip)],
             [self._now_ms(), self._failed_period_ms, self._failed_limit],
         )
-
-
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _limited(client_ip: str, wallet_key: str, retry_ms: int) -> RateLimited:

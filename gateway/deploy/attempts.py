@@ -140,4 +140,4 @@ class DeployLocks:
         try:
             yield
         finally:
-            await self._store.run("release_lock", [key], [token])
+            await self._store.release(key, token)  # retried in the background if Redis is away

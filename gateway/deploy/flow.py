@@ -221,6 +221,7 @@ class DeployFlow:
         self._attempts = DeployAttempts(store, clock=clock)
         self._locks = DeployLocks(store, ttl_ms=deploy_lock_ttl_ms(settings))
         self._names = NameClaims(store)
+        self._store = store
 
     # --- the two stories ------------------------------------------------------------------
 
@@ -233,8 +234,10 @@ class DeployFlow:
         is the 402 quote (credits unknown).
 
         Every call is counted once in ``deploys_total{kind="deploy",outcome}``."""
-        async with self._counted("deploy"):
-            return await self._deploy(wallet, request, payment)
+        # Durable: CreateOS acts, and the 200 answers, only on writes the replicas hold.
+        with self._store.durable():
+            async with self._counted("deploy"):
+                return await self._deploy(wallet, request, payment)
 
     async def redeploy(
         self,
@@ -247,8 +250,9 @@ class DeployFlow:
         project itself does not count as another project sharing the credits.
 
         Every call is counted once in ``deploys_total{kind="redeploy",outcome}``."""
-        async with self._counted("redeploy"):
-            return await self._redeploy(wallet, project_id, request, payment)
+        with self._store.durable():
+            async with self._counted("redeploy"):
+                return await self._redeploy(wallet, project_id, request, payment)
 
     @contextlib.asynccontextmanager
     async def _counted(self, kind: str) -> AsyncIterator[None]:

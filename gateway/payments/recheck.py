@@ -141,13 +141,17 @@ class PaymentRechecker:
         report: RecheckReport,
     ) -> None:
         queue = self._store.keys.recheck_queue()
-        chain_id_text, _, tx_hash = ref.partition(":")
+        chain_id_text, _, rest = ref.partition(":")
+        tx_hash, _, payer = rest.partition(":")  # chain_id:tx:payer (gateway/store/keys.py)
         chain = self._settings.chain_by_id(int(chain_id_text)) if chain_id_text.isdigit() else None
         if chain is None or chain.name not in self._chains:
             log.error("recheck queue names an unconfigured chain", extra={"ref": ref})
             report.skipped.append(ref)
             return
-        record = await self._ledger.payment_record(chain.chain_id, tx_hash)
+        record = await self._ledger.payment_record(chain.chain_id, tx_hash, payer)
+        if record is None and await self._ledger.claim_state(chain.chain_id, tx_hash, payer):
+            report.waiting.append(ref)  # queued before its credit, which is in flight
+            return
         if record is None or record.get("status") != "credited":
             await self._store.remove_member(queue, ref)  # reversed already, or nothing to check
             return

@@ -267,8 +267,8 @@ class Reconciler:
         )
 
     async def _recorded_for(self, chain_id: int, tx_hash: str, sender: str) -> bool:
-        record = await self._ledger.payment_record(chain_id, tx_hash)
-        return record is not None and record.get("payer", "").lower() == sender.lower()
+        """Whether ``sender``'s transfers in the tx were credited (claims are per payer)."""
+        return await self._ledger.payment_record(chain_id, tx_hash, sender) is not None
 
     # --- 2. credit what nobody claimed -----------------------------------------------------
 
@@ -300,8 +300,7 @@ class Reconciler:
                 token=item["token"],
             )
         except Conflict:
-            # Claimed by another payer of the same tx: one claim per tx today.
-            report.refused.append({**summary, "reason": "the tx was credited to another payer"})
+            # Claims are per payer: this sender's transfer was credited to it meanwhile.
             return True
         except PaymentRequired as exc:
             status = exc.fields.get("payment_status")
@@ -347,19 +346,21 @@ class Reconciler:
             # LPUSH keeps the newest first: the unchecked ones are the first total - checked.
             unchecked = await self._store.list_range(payments, 0, total - checked - 1)
             for ref in list(reversed(unchecked))[:budget]:
-                if not await self._audit_one(ref, report):
+                if not await self._audit_one(wallet, ref, report):
                     break  # not final yet (or undecidable): this and the newer ones wait
                 checked += 1
                 budget -= 1
                 report.audited += 1
                 await self._store.set_field(audited, wallet, checked)
 
-    async def _audit_one(self, ref: str, report: ReconcileReport) -> bool:
+    async def _audit_one(self, wallet: str, ref: str, report: ReconcileReport) -> bool:
         """Check one credited payment against the chain; False when it cannot be decided
         yet (its block not finalized, an endpoint disagreeing, RPC down)."""
         chain_id_text, _, tx_hash = ref.partition(":")
         chain = self._settings.chain_by_id(int(chain_id_text)) if chain_id_text.isdigit() else None
-        record = await self._ledger.payment_record(chain.chain_id, tx_hash) if chain else None
+        record = (
+            await self._ledger.payment_record(chain.chain_id, tx_hash, wallet) if chain else None
+        )
         if chain is None or chain.name not in self._chains or record is None:
             report.errors.append(f"audit {ref}: no configured chain or no payment record")
             return True

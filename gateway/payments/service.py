@@ -5,19 +5,21 @@ The quote and the credits decision live in ``gateway.payments.quote``, which log
 ``gateway.payments.verify``; both are pure.
 
 Invariants of ``accept``:
-- the claim on ``(chain_id, tx)`` is reserved before the first RPC call and released on every
-  path that does not credit (failure, pending, not found, RPC down, timeout, cancellation), so a
-  tx is never lost to a failed attempt and never credited twice;
+- the claim on ``(chain_id, tx, wallet)`` is reserved before the first RPC call and released on
+  every path that does not credit (failure, pending, not found, RPC down, timeout,
+  cancellation), so a tx is never lost to a failed attempt and never credited twice;
 - the amount credited is what the token contract says arrived at ``pay_to`` from the
   authenticated wallet (the log's ``from``, never ``tx.from``), never the quote;
 - nothing is credited unless the receipt's block is canonical, old enough for the chain's
   finality policy and younger than ``max_payment_age``.
 
-Concurrent submissions of one tx: the claim is one Redis ``SET NX``. The request that holds it
-verifies; any other request meanwhile gets a pending-style 402 (``code: verification_in_progress``,
-``payment_status: pending``, ``Retry-After``), not a 409: the first attempt may still fail
-(a stranger submitting someone else's tx, an RPC outage), and a 409 would tell the real payer
-that the payment was taken. Once credited, every later submission gets the 409.
+Concurrent submissions of one tx by one wallet: the claim is one Redis ``SET NX`` (another
+wallet has its own claim on the tx and counts only its own transfers: ``ledger`` module doc).
+The request that holds it verifies; any other request meanwhile gets a pending-style 402
+(``code: verification_in_progress``, ``payment_status: pending``, ``Retry-After``), not a 409:
+the first attempt may still fail (a stranger submitting someone else's tx, an RPC outage), and
+a 409 would tell the real payer that the payment was taken. Once credited, every later
+submission gets the 409.
 """
 
 from __future__ import annotations
@@ -177,7 +179,9 @@ class PaymentService:
         chain_config = resolve_chain(self._settings, chain)
         token_config = resolve_token(chain_config, token)
 
-        outcome, ticket = await self._ledger.claim_payment(chain_config.chain_id, tx_hash)
+        outcome, ticket = await self._ledger.claim_payment(
+            chain_config.chain_id, tx_hash, wallet.address
+        )
         if outcome is ClaimOutcome.USED:
             raise await self._already_processed(wallet, chain_config, tx_hash)
         if outcome is ClaimOutcome.BUSY:
@@ -372,8 +376,8 @@ class PaymentService:
         tx_hash = canonical_tx_hash(tx)
         if tx_hash is None:
             return None
-        record = await self._ledger.payment_record(chain.chain_id, tx_hash)
-        if record is None or record.get("wallet", "").lower() != wallet.lower:
+        record = await self._ledger.payment_record(chain.chain_id, tx_hash, wallet.address)
+        if record is None:  # records are per payer: only this wallet's own
             return None
         return PaymentCredited(
             chain=chain.name,

@@ -199,6 +199,7 @@ class SettlementJournal:
                 self._now_ms(),
                 chain_name,
             ],
+            durable=True,  # the broadcast rests on it
         )
         return bool(int(recorded))
 
@@ -278,7 +279,10 @@ class SettlementJournal:
 
     async def next_settler_nonce(self, chain_id: int, settler: str, chain_pending: int) -> int:
         nonce = await self._store.run(
-            "next_settler_nonce", [self._keys.settler_nonce(chain_id, settler)], [chain_pending]
+            "next_settler_nonce",
+            [self._keys.settler_nonce(chain_id, settler)],
+            [chain_pending],
+            durable=True,  # a signed tx rests on it
         )
         return int(nonce)
 

@@ -223,13 +223,13 @@ class Metering:
     ) -> BurnOutcome:
         """Burn the project's hours after its marker through ``hour``, in order. Stops at the
         first hour that cannot be paid or a project no longer active."""
-        marker = await self._ledger.metered_hour(record.project_id)
+        marker = await self._ledger.metered_hour(record.wallet, record.project_id)
         first = marker + 1 if marker is not None else hour_of(record.created_at_ms / 1000)
         outcome = BurnOutcome.DUPLICATE
         for due in range(first, hour + 1):
             amount = self.cost_of(record, due)
             if amount <= 0:  # a price below 730 micro-USD a month: some hours are free
-                await self._ledger.skip_hours(record.project_id, due)
+                await self._ledger.skip_hours(record.wallet, record.project_id, due)
                 continue
             applied = await self._ledger.burn_hour(
                 record.wallet, record.project_id, due, amount, reason=_burn_reason(due)
@@ -266,7 +266,7 @@ class Metering:
             if not await self._switch_upstream(record.project_id, suspend=False, report=report):
                 continue
             # The hours it spent suspended are not billed; the current one is, right away.
-            await self._ledger.skip_hours(record.project_id, hour - 1)
+            await self._ledger.skip_hours(wallet, record.project_id, hour - 1)
             if not await self._ownership.switch_status(
                 record.project_id, ProjectStatus.SUSPENDED, ProjectStatus.ACTIVE
             ):

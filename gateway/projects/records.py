@@ -4,15 +4,18 @@ docs/PAYMENTS.md section 5).
 - ``NameClaims``: the ``name_owner`` key. The deploy flow claims a name with a TTL right before
   creating it, so two wallets that both passed the availability check cannot both create it;
   a failed create or a delete releases it.
-- ``Ownership``: a project record is a Redis hash written when the deploy flow has created the
-  upstream project; recording it also makes the name claim permanent (the wallet owns the
-  name), in the same script. Status: ``active`` (burns credits), ``suspended`` (the wallet ran
-  out; resumes on top-up), ``deleted``. "Active projects" of a wallet, for quotes, counts
-  ``active`` and ``suspended``.
+- ``Ownership``: a project record is a Redis hash in its owner's slot, written when the deploy
+  flow has created the upstream project; recording it also makes the name claim permanent (the
+  wallet owns the name). The global facts around it are written in a safe order for a Redis
+  Cluster (``store/keys.py``): the project's owner and its place in the metered set before the
+  record, the permanent name hold after it, all durably (a 200 rests on them). Status:
+  ``active`` (burns credits), ``suspended`` (the wallet ran out; resumes on top-up),
+  ``deleted``. "Active projects" of a wallet, for quotes, counts ``active`` and ``suspended``.
 """
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from enum import Enum
 
@@ -64,7 +67,10 @@ class NameClaims:
         """Claim a free name for ``ttl_ms``, renew this wallet's temporary claim, or report
         that another wallet holds it. A permanent (recorded) claim is never shortened."""
         result = await self._store.run(
-            "claim_name", [self._store.keys.name_owner(unique_name)], [wallet.lower(), ttl_ms]
+            "claim_name",
+            [self._store.keys.name_owner(unique_name)],
+            [wallet.lower(), ttl_ms],
+            durable=True,  # a CreateOS create follows
         )
         return NameOutcome(str(result))
 
@@ -91,17 +97,16 @@ class Ownership:
         display_name: str,
         deployment_id: str | None = None,
     ) -> ProjectRecord:
-        """Record a newly created project as ``wallet``'s and active, in one transaction."""
+        """Record a newly created project as ``wallet``'s and active."""
         k = self._keys
         now_ms = int(self._clock() * 1000)
+        await asyncio.gather(  # the indexes first, together
+            self._store.put(k.project_owner(project_id), wallet.lower(), ttl_ms=None, durable=True),
+            self._store.add_member(k.active_projects(), project_id, durable=True),
+        )
         await self._store.run(
             "record_project",
-            [
-                k.project(project_id),
-                k.wallet_projects(wallet),
-                k.active_projects(),
-                k.name_owner(unique_name),
-            ],
+            [k.project(wallet, project_id), k.wallet_projects(wallet)],
             [
                 project_id,
                 wallet.lower(),
@@ -110,17 +115,32 @@ class Ownership:
                 now_ms,
                 deployment_id or "",
             ],
+            durable=True,
         )
+        await self._store.put(k.name_owner(unique_name), wallet.lower(), ttl_ms=None, durable=True)
         record = await self.get(project_id)
         assert record is not None
         return record
 
     async def add_deployment(self, project_id: str, deployment_id: str) -> None:
         """Append a deployment id (redeploys) to the project's list, atomically."""
-        await self._store.run("add_deployment", [self._keys.project(project_id)], [deployment_id])
+        owner = await self._owner(project_id)
+        if owner is None:
+            raise NotFound("Unknown project", code="unknown_project")
+        await self._store.run(
+            "add_deployment", [self._keys.project(owner, project_id)], [deployment_id], durable=True
+        )
+
+    async def _owner(self, project_id: str) -> str | None:
+        return await self._store.get(self._keys.project_owner(project_id))
 
     async def get(self, project_id: str) -> ProjectRecord | None:
-        raw = await self._store.hash(self._keys.project(project_id))
+        """The record, found through the global owner index (an owner with no record yet, a
+        create whose record was never written, reads as no record)."""
+        owner = await self._owner(project_id)
+        if owner is None:
+            return None
+        raw = await self._store.hash(self._keys.project(owner, project_id))
         return _record(project_id, raw) if raw else None
 
     async def require_project(self, project_id: str) -> ProjectRecord:
@@ -149,7 +169,9 @@ class Ownership:
         self, wallet: str, *, include_deleted: bool = False
     ) -> list[ProjectRecord]:
         ids = sorted(await self._store.members(self._keys.wallet_projects(wallet)))
-        raws = await self._store.hashes([self._keys.project(project_id) for project_id in ids])
+        raws = await self._store.hashes(
+            [self._keys.project(wallet, project_id) for project_id in ids]
+        )
         records = []
         for project_id, raw in zip(ids, raws, strict=True):
             record = _record(project_id, raw) if raw else None
@@ -161,8 +183,18 @@ class Ownership:
         return sum(1 for r in await self.projects_of(wallet) if r.status in LIVE_STATUSES)
 
     async def set_status(self, project_id: str, status: ProjectStatus) -> None:
-        keys = [self._keys.project(project_id), self._keys.active_projects()]
-        await self._store.run("set_status", keys, [project_id, status.value])
+        """Set the status and keep the metered set in step: a live project joins it before its
+        status says so, a deleted one leaves it after (a stale member is never burned: the burn
+        reads the record's status in the same script)."""
+        owner = await self._owner(project_id)
+        if owner is None:
+            return
+        active = self._keys.active_projects()
+        if status is not ProjectStatus.DELETED:
+            await self._store.add_member(active, project_id)
+        await self._store.run("set_status", [self._keys.project(owner, project_id)], [status.value])
+        if status is ProjectStatus.DELETED:
+            await self._store.drop_member(active, project_id)
 
     async def switch_status(
         self, project_id: str, expected: ProjectStatus, new: ProjectStatus
@@ -172,8 +204,11 @@ class Ownership:
         ``suspended`` only: both stay in the metered set. True if this call switched it."""
         if ProjectStatus.DELETED in (expected, new):
             raise ValueError("switch_status moves between active and suspended only")
+        owner = await self._owner(project_id)
+        if owner is None:
+            return False
         result = await self._store.run(
-            "switch_status", [self._keys.project(project_id)], [expected.value, new.value]
+            "switch_status", [self._keys.project(owner, project_id)], [expected.value, new.value]
         )
         return bool(result == "switched")
 

@@ -6,6 +6,6 @@ its scripts; every key comes from ``keys.KeySpace``; every Redis failure leaves 
 """
 
 from gateway.store.connect import Store, connect_store
-from gateway.store.keys import KeySpace
+from gateway.store.keys import KeySpace, slot_tag
 
-__all__ = ["KeySpace", "Store", "connect_store"]
+__all__ = ["KeySpace", "Store", "connect_store", "slot_tag"]

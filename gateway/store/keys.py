@@ -1,6 +1,26 @@
 """Every Redis key the gateway writes, under one prefix. No other module spells a key.
 
 Addresses in keys are lowercase hex; tx hashes are the canonical lowercase form.
+
+Hash slots (Redis Cluster): every key one Lua script or MULTI touches shares a slot. Money and
+project keys of a wallet carry the wallet's hash tag ``{w:<wallet>}``, so a credit, a burn, a
+reversal or a project record is one single-slot script. A few facts must stay global, findable
+without knowing the wallet, and so live in slots of their own: a project's owner, a name's
+holder, the set of wallets, the metered projects and the re-check queue, and the payers who
+credited a tx. None of them is written inside a money script; each is written in the order that
+is safe when the two writes land on different nodes and one of them is lost
+(``docs/ARCHITECTURE.md``, Redis topologies):
+
+- an index that points at a fact (a project's owner, a wallet in the wallets set, a project in
+  the metered set, a payer of a tx, a queued re-check) is written *before* the fact: a pointer
+  whose fact never arrived is read as absent;
+- a permanent name hold is written *after* the project record (until then the deploy's own
+  claim with a TTL holds it, and CreateOS itself refuses a second create of the name).
+
+Payer binding: the claim on a payment is per ``(chain, tx, payer)`` in the payer's slot. That is
+sound because crediting counts only Transfer logs whose ``from`` is the authenticated wallet
+(``payments.verify.count_payment``): one log has one ``from``, so two payers' claims on one tx
+count disjoint logs, and one payer's claim counts each of its logs once.
 """
 
 from __future__ import annotations
@@ -8,18 +28,37 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
+def wallet_tag(wallet: str) -> str:
+    """The hash tag of a wallet's slot."""
+    return "{w:" + wallet.lower() + "}"
+
+
+def slot_tag(key: str) -> str:
+    """What Redis Cluster hashes for ``key``: the first non-empty ``{...}``, else the key."""
+    start = key.find("{")
+    if start >= 0:
+        end = key.find("}", start + 1)
+        if end > start + 1:
+            return key[start + 1 : end]
+    return key
+
+
 @dataclass(frozen=True, slots=True)
 class KeySpace:
     prefix: str = "gw:"
 
+    def _w(self, wallet: str) -> str:
+        return f"{self.prefix}{wallet_tag(wallet)}:"
+
     # --- auth and abuse -------------------------------------------------------------------
     def nonce(self, wallet: str, nonce: str) -> str:
         """Set once per (wallet, nonce) with a TTL longer than the auth window."""
-        return f"{self.prefix}nonce:{wallet.lower()}:{nonce}"
+        return f"{self._w(wallet)}nonce:{nonce}"
 
     def rate(self, client_ip: str, wallet_header: str) -> str:
-        """GCRA state (theoretical arrival time, ms) for one (IP, X-Wallet-Address)."""
-        return f"{self.prefix}rate:{client_ip}:{wallet_header.lower()}"
+        """GCRA state (theoretical arrival time, ms) for one (IP, X-Wallet-Address); in the
+        wallet's slot, so ``admit`` consumes the nonce in the same script."""
+        return f"{self._w(wallet_header)}rate:{client_ip}"
 
     def failed_auth(self, client_ip: str) -> str:
         """GCRA state of one client IP's budget of failed authentications (any wallet)."""
@@ -31,20 +70,27 @@ class KeySpace:
         return f"{self.prefix}nocode:{chain_id}:{address.lower()}"
 
     # --- payments ------------------------------------------------------------------------
-    def claim(self, chain_id: int, tx_hash: str) -> str:
-        """Permanent claim of a payment tx: ``pending:<token>`` while verifying, ``used`` after."""
-        return f"{self.prefix}claim:{chain_id}:{tx_hash}"
+    def claim(self, chain_id: int, tx_hash: str, payer: str) -> str:
+        """Permanent claim of one payer's transfers in a payment tx (the payer-binding rule in
+        the module docstring): ``pending:<token>`` while verifying, ``used`` after."""
+        return f"{self._w(payer)}claim:{chain_id}:{tx_hash}"
 
-    def payment(self, chain_id: int, tx_hash: str) -> str:
-        """Hash: the recorded verification of a credited payment."""
-        return f"{self.prefix}payment:{chain_id}:{tx_hash}"
+    def payment(self, chain_id: int, tx_hash: str, payer: str) -> str:
+        """Hash: the recorded verification of one payer's credited payment."""
+        return f"{self._w(payer)}payment:{chain_id}:{tx_hash}"
+
+    def tx_payers(self, chain_id: int, tx_hash: str) -> str:
+        """Global index: the wallets that claimed a payment in a tx (written before the claim's
+        credit; a payer here with no credited record is read as absent)."""
+        return f"{self.prefix}txpayers:{chain_id}:{tx_hash}"
 
     def wallet_payments(self, wallet: str) -> str:
         """List of ``chain_id:tx`` credited to a wallet, newest first."""
-        return f"{self.prefix}wallet:{wallet.lower()}:payments"
+        return f"{self._w(wallet)}payments"
 
     def recheck_queue(self) -> str:
-        """Sorted set of ``chain_id:tx`` credited before finality; score = block number."""
+        """Global sorted set of ``chain_id:tx:wallet`` credited before finality; score = block
+        number. Written outside the credit script, before it and again after it."""
         return f"{self.prefix}recheck"
 
     def settlement(self, chain_id: int, token: str, payer: str, nonce_hex: str) -> str:
@@ -68,36 +114,45 @@ class KeySpace:
     # --- ledger --------------------------------------------------------------------------
     def balance(self, wallet: str) -> str:
         """Integer micro-USD balance."""
-        return f"{self.prefix}balance:{wallet.lower()}"
+        return f"{self._w(wallet)}balance"
 
     def ledger(self, wallet: str) -> str:
         """Append-only list of JSON ledger entries (RPUSH), oldest first."""
-        return f"{self.prefix}ledger:{wallet.lower()}"
+        return f"{self._w(wallet)}ledger"
 
-    def ledger_seq(self) -> str:
-        """Global counter numbering ledger entries."""
-        return f"{self.prefix}ledger:seq"
+    def ledger_seq(self, wallet: str) -> str:
+        """Counter numbering one wallet's ledger entries (1, 2, ...), in the wallet's slot."""
+        return f"{self._w(wallet)}ledger:seq"
+
+    def ledger_guard(self, wallet: str, name: str) -> str:
+        """Marks a once-only ledger change of a wallet (``Ledger.apply(once_key=name)``)."""
+        return f"{self._w(wallet)}guard:{name}"
 
     def wallets(self) -> str:
-        """Set of every wallet that has a ledger."""
+        """Global set of every wallet that has a ledger (added before its first entry)."""
         return f"{self.prefix}wallets"
 
     # --- projects, ownership, metering ---------------------------------------------------
-    def project(self, project_id: str) -> str:
-        """Hash: wallet, uniqueName, displayName, status, createdAt, last deployment, ..."""
-        return f"{self.prefix}project:{project_id}"
+    def project_owner(self, project_id: str) -> str:
+        """Global index: the wallet that owns a project (written before its record)."""
+        return f"{self.prefix}owner:{project_id}"
+
+    def project(self, wallet: str, project_id: str) -> str:
+        """Hash in the owner's slot: wallet, uniqueName, displayName, status, createdAt,
+        deployments."""
+        return f"{self._w(wallet)}project:{project_id}"
 
     def wallet_projects(self, wallet: str) -> str:
         """Set of project ids owned by a wallet."""
-        return f"{self.prefix}wallet:{wallet.lower()}:projects"
+        return f"{self._w(wallet)}projects"
 
     def active_projects(self) -> str:
-        """Set of project ids that burn credits."""
+        """Global set of project ids that burn credits (added before the record says so)."""
         return f"{self.prefix}projects:active"
 
-    def metered_hour(self, project_id: str) -> str:
-        """Last hour index (Unix hours) burned for a project."""
-        return f"{self.prefix}metered:{project_id}"
+    def metered_hour(self, wallet: str, project_id: str) -> str:
+        """Last hour index (Unix hours) burned for a project, in its owner's slot."""
+        return f"{self._w(wallet)}metered:{project_id}"
 
     def metering_lease(self) -> str:
         """Leader lease of the metering loop (holder token, PX expiry)."""
@@ -110,17 +165,17 @@ class KeySpace:
     # --- deploy flow ---------------------------------------------------------------------
     def deploy_attempt(self, wallet: str, unique_name: str) -> str:
         """Hash: durable progress of one wallet's deploy of one name (half-made projects)."""
-        return f"{self.prefix}deploy:{wallet.lower()}:{unique_name.lower()}"
+        return f"{self._w(wallet)}deploy:{unique_name.lower()}"
 
     def deploy_lock(self, wallet: str, unique_name: str) -> str:
-        return f"{self.prefix}deploylock:{wallet.lower()}:{unique_name.lower()}"
+        return f"{self._w(wallet)}deploylock:{unique_name.lower()}"
 
     def idempotency(self, wallet: str, key: str) -> str:
         """The first answer given for an Idempotency-Key, 24 h."""
-        return f"{self.prefix}idem:{wallet.lower()}:{key}"
+        return f"{self._w(wallet)}idem:{key}"
 
     def name_owner(self, unique_name: str) -> str:
-        """Wallet that holds a uniqueName through this gateway."""
+        """Global: the wallet that holds a uniqueName through this gateway."""
         return f"{self.prefix}name:{unique_name.lower()}"
 
     # --- reconciliation and ledger compaction (docs/PAYMENTS.md sections 8-9) -------------

@@ -223,7 +223,8 @@ async def test_name_taken_by_another_wallet_is_409_before_payment(
     response = await deploy(gw, other, deploy_body("popular"), X_Payment_Tx=tx)
     assert response.status_code == 409
     assert response.json()["error"] == "Project name already taken"
-    assert await gw.services.ledger.claim_state(42161, tx) is None  # payment untouched
+    # the payment untouched
+    assert await gw.services.ledger.claim_state(42161, tx, agent.address) is None
     assert await gw.balance(other.address) == 0
     assert len(creates(sim)) == 1
 
@@ -252,7 +253,7 @@ async def test_name_taken_upstream_with_a_payment_leaves_the_tx_unclaimed(
     response = await deploy(gw, agent, deploy_body("taken-upstream"), X_Payment_Tx=tx)
     assert response.status_code == 409
     assert response.json()["code"] == "name_taken"
-    assert await gw.services.ledger.claim_state(42161, tx) is None
+    assert await gw.services.ledger.claim_state(42161, tx, agent.address) is None
     assert await gw.balance(agent.address) == 0
     retry = await deploy(gw, agent, deploy_body("free-instead"), X_Payment_Tx=tx)
     assert retry.status_code == 200, retry.text  # the same payment deploys another name
@@ -271,14 +272,14 @@ async def test_payment_is_verified_while_the_name_check_is_in_flight(
     while not request.done():
         checks = [r for r in sim.requests if r.path == NAME_CHECK]
         unanswered = bool(checks) and checks[-1].status is None
-        state = await gw.services.ledger.claim_state(42161, tx)
+        state = await gw.services.ledger.claim_state(42161, tx, agent.address)
         if unanswered and state == "pending":
             claimed_during_check = True
             assert await gw.balance(agent.address) == 0  # verified, not credited yet
         await asyncio.sleep(0.02)
     assert (await request).status_code == 200
     assert claimed_during_check
-    assert await gw.services.ledger.claim_state(42161, tx) == "used"
+    assert await gw.services.ledger.claim_state(42161, tx, agent.address) == "used"
 
 
 async def test_own_project_name_is_409_with_a_hint(gw: Gateway, agent: LocalAccount) -> None:

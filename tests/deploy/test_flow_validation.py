@@ -79,7 +79,7 @@ async def test_invalid_deploy_touches_nothing(
     assert response.status_code == 400, response.text
     assert response.json()["field"] == field
     assert sim.requests == []  # not even the name check
-    assert await gw.services.ledger.claim_state(42161, tx) is None
+    assert await gw.services.ledger.claim_state(42161, tx, agent.address) is None
 
 
 @pytest.mark.parametrize("raw", [b"", b"not json", b"[1, 2]", b"\xff\xfe"])

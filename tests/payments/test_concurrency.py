@@ -87,7 +87,7 @@ async def test_one_tx_through_two_processes_is_credited_once(
         assert await ledger.balance(agent.address) == amount
         assert len(await ledger.entries(agent.address)) == 1
         assert (await ledger.check_consistency(agent.address)).ok
-        assert await ledger.claim_state(ARBITRUM, tx) == "used"
+        assert await ledger.claim_state(ARBITRUM, tx, agent.address) == "used"
         assert await ledger.wallet_payments(agent.address) == [f"{ARBITRUM}:{tx}"]
         await assert_store_invariants(store, ledger)
     finally:

@@ -62,7 +62,7 @@ async def test_payment_below_min_confirmations_is_pending_then_credited(
             "finality": "latest",
         }  # no quote in it: the agent must not pay again
         assert int(pending.headers["retry-after"]) >= 1
-        assert await gateway.services.ledger.claim_state(ARBITRUM, tx) is None
+        assert await gateway.services.ledger.claim_state(ARBITRUM, tx, agent.address) is None
         assert await gateway.balance(agent.address) == 0
 
         arbitrum.mine(1)
@@ -71,7 +71,7 @@ async def test_payment_below_min_confirmations_is_pending_then_credited(
         credited = await topup(gateway, agent, tx)
         assert credited.status_code == 200, credited.text
         assert await gateway.balance(agent.address) == USDC
-        record = await gateway.services.ledger.payment_record(ARBITRUM, tx)
+        record = await gateway.services.ledger.payment_record(ARBITRUM, tx, agent.address)
         assert record is not None and record["confirmations"] == "3"
         await assert_invariants(gateway)
 
@@ -91,7 +91,7 @@ async def test_finalized_policy_waits_for_the_finalized_tag(
         assert pending.status_code == 402, pending.text
         assert pending.json()["payment_status"] == "pending"
         assert pending.json()["finality"] == "finalized"
-        assert await gateway.services.ledger.claim_state(ARBITRUM, tx) is None
+        assert await gateway.services.ledger.claim_state(ARBITRUM, tx, agent.address) is None
 
         arbitrum.mine(2)  # finalized = latest - 2 reaches the payment's block
         credited = await topup(gateway, agent, tx)
@@ -122,7 +122,7 @@ async def test_a_payment_above_the_threshold_waits_for_finalized(
         assert pending.json()["payment_status"] == "pending"
         assert pending.json()["finality"] == "finalized"
         assert "amount_usd" not in pending.json()  # no fresh quote: nothing to pay twice
-        assert await gateway.services.ledger.claim_state(ARBITRUM, large) is None
+        assert await gateway.services.ledger.claim_state(ARBITRUM, large, agent.address) is None
 
         credited_small = await topup(gateway, small_payer, small)
         assert credited_small.status_code == 200, credited_small.text
@@ -131,7 +131,7 @@ async def test_a_payment_above_the_threshold_waits_for_finalized(
         credited = await topup(gateway, agent, large)
         assert credited.status_code == 200, credited.text
         assert await gateway.balance(agent.address) == 2 * USDC
-        record = await gateway.services.ledger.payment_record(ARBITRUM, large)
+        record = await gateway.services.ledger.payment_record(ARBITRUM, large, agent.address)
         assert record is not None and record["finality"] == "finalized"
         # Only the small one, credited at latest, waits for the re-check.
         store = gateway.services.store
@@ -153,7 +153,7 @@ async def test_every_rpc_down_is_503_and_the_tx_stays_claimable(
         assert response.status_code == 503, response.text
         assert "arbitrum" in response.json()["error"]
         assert "retry-after" in response.headers
-        assert await gateway.services.ledger.claim_state(ARBITRUM, tx) is None
+        assert await gateway.services.ledger.claim_state(ARBITRUM, tx, agent.address) is None
         assert await gateway.balance(agent.address) == 0
         await assert_invariants(gateway)
     async with running_gateway(settings) as gateway:  # the RPC is back
@@ -195,7 +195,7 @@ async def test_a_hanging_rpc_is_503_and_the_tx_stays_claimable(
     async with running_gateway(hanging) as gateway:
         response = await topup(gateway, agent, tx)
         assert response.status_code == 503, response.text
-        assert await gateway.services.ledger.claim_state(ARBITRUM, tx) is None
+        assert await gateway.services.ledger.claim_state(ARBITRUM, tx, agent.address) is None
         await assert_invariants(gateway)
     async with running_gateway(settings) as gateway:
         assert (await topup(gateway, agent, tx)).status_code == 200

@@ -53,7 +53,10 @@ async def test_reorged_out_payment_is_reversed_and_a_surviving_one_confirmed(
         assert await gateway.balance(agent.address) == 5 * USDC
 
         early = await rechecker.run_once()  # neither block is final yet
-        assert sorted(early.waiting) == sorted([f"{ARBITRUM}:{kept}", f"{ARBITRUM}:{lost}"])
+        payer = agent.address.lower()  # queued as chain:tx:payer (gateway/store/keys.py)
+        assert sorted(early.waiting) == sorted(
+            [f"{ARBITRUM}:{kept}:{payer}", f"{ARBITRUM}:{lost}:{payer}"]
+        )
         assert early.reversed == [] and early.confirmed == []
 
         own_arbitrum.rpc("anvil_reorg", [1, []])  # same height, empty block: `lost` is gone
@@ -61,9 +64,9 @@ async def test_reorged_out_payment_is_reversed_and_a_surviving_one_confirmed(
         own_arbitrum.mine(3)  # finalized passes both heights
 
         report = await rechecker.run_once()
-        assert report.confirmed == [f"{ARBITRUM}:{kept}"]
+        assert report.confirmed == [f"{ARBITRUM}:{kept}:{payer}"]
         [reversal] = report.reversed
-        assert reversal.ref == f"{ARBITRUM}:{lost}"
+        assert reversal.ref == f"{ARBITRUM}:{lost}:{payer}"
         assert reversal.amount_micro == 3 * USDC
         assert reversal.reason == "reorg: transaction no longer in the chain"
         assert await gateway.balance(agent.address) == 2 * USDC
@@ -71,7 +74,7 @@ async def test_reorged_out_payment_is_reversed_and_a_surviving_one_confirmed(
         newest = (await ledger.entries(agent.address))[0]
         assert (newest.kind, newest.amount_micro) == ("reversal", -3 * USDC)
         assert newest.ref == f"{ARBITRUM}:{lost}" and "reorg" in newest.reason
-        record = await ledger.payment_record(ARBITRUM, lost)
+        record = await ledger.payment_record(ARBITRUM, lost, agent.address)
         assert record is not None and record["status"] == "reversed"
         assert record["reversal_reason"] == reversal.reason
 
@@ -118,7 +121,8 @@ async def test_payment_mined_again_after_a_reorg_is_confirmed_not_reversed(
         own_arbitrum.mine(3)
 
         report = await gateway.services.rechecker.run_once()
-        assert report.confirmed == [f"{ARBITRUM}:{tx}"] and report.reversed == []
+        confirmed = f"{ARBITRUM}:{tx}:{agent.address.lower()}"
+        assert report.confirmed == [confirmed] and report.reversed == []
         assert await gateway.balance(agent.address) == USDC
         await assert_invariants(gateway)
 
@@ -136,7 +140,7 @@ async def test_rolled_back_payment_waits_for_finality_then_is_reversed(
         own_arbitrum.mint(USDC_ADDRESS, agent.address, USDC)
         tx = send_usdc(own_arbitrum, agent, USDC)
         assert (await topup(gateway, agent, tx)).status_code == 200
-        ref = f"{ARBITRUM}:{tx}"
+        ref = f"{ARBITRUM}:{tx}:{agent.address.lower()}"
 
         # The chain's tip drops below the payment's block. That height has no block now: an
         # answer (not final yet), not an RPC failure.

@@ -183,7 +183,7 @@ async def test_a_credit_without_its_transfer_is_reversed_and_a_real_one_kept(
         # could leave): claimed and credited through the ledger directly.
         forged_wallet = new_payer().address
         forged_tx = "0x" + "5a" * 32
-        _, ticket = await ledger.claim_payment(ARBITRUM, forged_tx)
+        _, ticket = await ledger.claim_payment(ARBITRUM, forged_tx, forged_wallet)
         usdc = settings.chains["arbitrum"].tokens["usdc"]
         await ledger.credit_payment(
             ticket,
@@ -243,7 +243,7 @@ async def test_an_upstream_project_whose_record_was_lost_is_adopted(
         # What a failover that lost the record's write leaves: the project upstream, the
         # temporary name claim taken before the create, no record.
         keys, redis = svc.store.keys, raw_redis(svc.store)
-        await redis.delete(keys.project(project_id))
+        await redis.delete(keys.project(agent.address, project_id))
         await redis.srem(keys.wallet_projects(agent.address), project_id)
         await redis.srem(keys.active_projects(), project_id)
         await redis.set(keys.name_owner("lost-record"), agent.address.lower(), px=3_600_000)

@@ -52,7 +52,7 @@ async def test_usdc_on_arbitrum_is_credited_once_with_the_amount_received(
     assert await pgw.balance(agent.address) == amount
     [entry] = await pgw.services.ledger.entries(agent.address)
     assert (entry.kind, entry.amount_micro, entry.ref) == ("payment", amount, f"{ARBITRUM}:{tx}")
-    record = await pgw.services.ledger.payment_record(ARBITRUM, tx)
+    record = await pgw.services.ledger.payment_record(ARBITRUM, tx, agent.address)
     assert record is not None and record["amount_units"] == str(amount)
     assert record["payer"] == agent.address and record["pay_to"] == PAY_TO
 
@@ -69,7 +69,7 @@ async def test_usdt_on_base_is_credited_once(
     again = await topup(pgw, agent, tx, chain="base", token="usdt")
     assert again.status_code == 409, again.text
     assert await pgw.balance(agent.address) == 3 * USDC
-    assert await pgw.services.ledger.claim_state(BASE, tx) == "used"
+    assert await pgw.services.ledger.claim_state(BASE, tx, agent.address) == "used"
 
 
 async def test_overpaid_deploy_keeps_the_rest_as_credit(
@@ -251,7 +251,7 @@ async def test_unknown_hash_is_not_found_without_a_quote(pgw: Gateway, agent: Lo
     }
     assert int(response.headers["retry-after"]) >= 1
     assert response.headers["cache-control"] == "no-store"
-    assert await pgw.services.ledger.claim_state(ARBITRUM, tx) is None
+    assert await pgw.services.ledger.claim_state(ARBITRUM, tx, agent.address) is None
 
 
 @pytest.mark.parametrize(
@@ -283,7 +283,7 @@ async def test_unknown_chain_or_token_is_400(
     response = await topup(pgw, agent, tx, chain=chain, token=token)
     assert response.status_code == 400, response.text
     assert response.json()["code"] == code
-    assert await pgw.services.ledger.claim_state(ARBITRUM, tx) is None
+    assert await pgw.services.ledger.claim_state(ARBITRUM, tx, agent.address) is None
     assert (await topup(pgw, agent, tx)).status_code == 200  # nothing was claimed
 
 
@@ -306,4 +306,4 @@ async def test_hash_case_does_not_make_a_new_claim(
         assert again.status_code == 409, again.text
         assert again.json()["current_credit_balance_usd"] == 1
     assert await pgw.balance(agent.address) == USDC
-    assert await pgw.services.ledger.claim_state(ARBITRUM, tx.lower()) == "used"
+    assert await pgw.services.ledger.claim_state(ARBITRUM, tx.lower(), agent.address) == "used"

@@ -219,7 +219,7 @@ async def test_catches_up_every_missed_hour_after_a_pause(meter: Meter) -> None:
     report = await meter.metering.run_once(meter.clock())
     start = hour_of(record.created_at_ms / 1000)
     assert [b.hour for b in report.burned] == [start + n for n in range(1, 31)]
-    assert await meter.ledger.metered_hour(record.project_id) == start + 30
+    assert await meter.ledger.metered_hour(record.wallet, record.project_id) == start + 30
     expected = sum(meter.cost(record, n) for n in range(31))
     assert await meter.ledger.balance(WALLET) == 10_000_000 - expected
     await meter.assert_consistent()

@@ -146,3 +146,25 @@ async def test_single_commands_of_one_turn_share_one_round_trip(own_redis: str) 
     assert results[:8] == [True, False, "1", None, {}, set(), None, None]
     assert int(results[8][0]) == 1
     assert len(writes) == 1, [e.methods for e in writes]
+
+
+async def test_a_lock_released_while_redis_is_away_is_released_when_it_is_back(
+    tmp_path: Path,
+) -> None:
+    """``Store.release`` (compare-and-delete, safe to send again) does not fail its caller when
+    Redis is unreachable, and deletes the lock once Redis answers again, long before its TTL."""
+    server = EmbeddedRedis(tmp_path / "redis").start()
+    store = await connect_store(server.url, "t:")
+    try:
+        assert await store.put_if_absent("t:lock", "mine", ttl_ms=600_000)
+        server.stop()  # SHUTDOWN flushes the AOF: the lock comes back with the server
+        await store.release("t:lock", "mine")  # no error for the caller
+        server.restart()
+        for _ in range(100):
+            if await store.get("t:lock") is None:
+                break
+            await asyncio.sleep(0.1)
+        assert await store.get("t:lock") is None
+    finally:
+        await store.close()
+        server.stop()

@@ -43,7 +43,7 @@ async def admin_gw(make_settings: SettingsFactory) -> AsyncIterator[Gateway]:
 
 async def record_payment(ledger: Ledger, wallet: str = WALLET, tx: str = TX) -> None:
     """A credited payment with the record shape ``PaymentService`` stores."""
-    _, ticket = await ledger.claim_payment(ARBITRUM, tx)
+    _, ticket = await ledger.claim_payment(ARBITRUM, tx, wallet)
     record: dict[str, str | int] = {
         "chain": "arbitrum",
         "chain_id": ARBITRUM,

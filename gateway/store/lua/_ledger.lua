@@ -1,8 +1,10 @@
 -- Shared by every script that changes a balance (prepended by gateway/store/scripts.py).
--- append_entry(balance_key, ledger_key, seq_key, wallets_key, wallet, amount, kind, ref, reason, ts)
+-- append_entry(balance_key, ledger_key, seq_key, amount, kind, ref, reason, ts)
 -- adds `amount` (signed integer micro-USD) to the balance and appends the ledger entry that
 -- says so, in the same script: the sum of a wallet's entries always equals its balance.
-local function append_entry(balance_key, ledger_key, seq_key, wallets_key, wallet, amount, kind, ref, reason, ts)
+-- All three keys are in the wallet's slot (seq numbers that wallet's entries); the global
+-- wallets set is written by the caller, outside the script (gateway/store/keys.py).
+local function append_entry(balance_key, ledger_key, seq_key, amount, kind, ref, reason, ts)
   local balance = redis.call('INCRBY', balance_key, amount)
   local seq = redis.call('INCR', seq_key)
   local entry = cjson.encode({
@@ -10,6 +12,5 @@ local function append_entry(balance_key, ledger_key, seq_key, wallets_key, walle
     balance = tostring(balance), ref = ref, reason = reason,
   })
   redis.call('RPUSH', ledger_key, entry)
-  redis.call('SADD', wallets_key, wallet)
   return {balance, seq}
 end

@@ -1,4 +1,4 @@
--- Give back one failure counted by count_auth_failure.lua: a contract wallet's signature was
+-- Give back one failure counted by RateLimiter.count_failure: a contract wallet's signature was
 -- charged before its EIP-1271 call and checked out.
 -- KEYS[1] failure bucket; ARGV[1] now ms, ARGV[2] period ms, ARGV[3] limit
 -- Returns 1

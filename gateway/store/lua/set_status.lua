@@ -1,10 +1,5 @@
--- Set a project's status and keep the metered set in step: deleted projects leave it, active
--- and suspended ones are in it.
--- KEYS: project hash, metered (active) project set   ARGV: project id, status
-redis.call('HSET', KEYS[1], 'status', ARGV[2])
-if ARGV[2] == 'deleted' then
-  redis.call('SREM', KEYS[2], ARGV[1])
-else
-  redis.call('SADD', KEYS[2], ARGV[1])
-end
-return ARGV[2]
+-- Set a project's status (its record in the owner's slot). The caller keeps the global metered
+-- set in step: a project leaves it after it is deleted here, and joins it before it is live.
+-- KEYS: project hash   ARGV: status
+redis.call('HSET', KEYS[1], 'status', ARGV[1])
+return ARGV[1]
