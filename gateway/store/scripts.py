@@ -15,8 +15,8 @@ itself, and this is what keeps the authenticated path close to the bare one
 (docs/PERFORMANCE.md). Each script stays atomic on its own and the calls run in the order they
 were made; nothing else changes for a caller: it gets its own result or its own exception. A
 script unknown to the server (Redis was restarted without persistence of the script cache, or a
-replica was promoted: SCRIPT LOAD is not replicated) is loaded again and the calls it refused are sent again (NOSCRIPT means they
-did not run).
+replica was promoted: SCRIPT LOAD is not replicated) is loaded again and the calls it refused
+are sent again (NOSCRIPT means they did not run).
 
 On a Redis Cluster the batch is split by the node that serves each call's slot (every key of one
 call shares a slot, ``keys.py``) and each node's share goes down one of that node's connections:
