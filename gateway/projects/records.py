@@ -143,6 +143,15 @@ class Ownership:
         raw = await self._store.hash(self._keys.project(owner, project_id))
         return _record(project_id, raw) if raw else None
 
+    async def get_as(self, project_id: str, wallet: str) -> ProjectRecord | None:
+        """The record as ``wallet`` would own it, read straight from that wallet's slot (no
+        owner-index lookup first, so it can share a round trip with the caller's other reads);
+        when ``wallet`` has no such record, the record of whoever owns it (for the 404/403)."""
+        raw = await self._store.hash(self._keys.project(wallet, project_id))
+        if raw:
+            return _record(project_id, raw)
+        return await self.get(project_id)
+
     async def require_project(self, project_id: str) -> ProjectRecord:
         """The record of a live project; 404 if unknown (or deleted)."""
         return self.check_project(await self.get(project_id))

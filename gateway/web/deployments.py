@@ -10,6 +10,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.errors import BadRequest
+from gateway.headers import WALLET_ADDRESS
+from gateway.types import is_address
 from gateway.web.responses import json_response
 from gateway.web.services import authenticated, services
 
@@ -18,11 +20,17 @@ MAX_SINCE_SECONDS = 7 * 24 * 3600
 
 async def status(request: Request) -> Response:
     """The ownership record is read beside the authentication: both calls are made in one
-    event-loop turn, so they share one Redis round trip (``gateway.store.scripts``). The record
-    is used only once the wallet is authenticated; a failed authentication discards it."""
+    event-loop turn, so they share one Redis round trip (``gateway.store.scripts``), the record
+    read straight from the claimed wallet's slot. The record is used only once that wallet is
+    authenticated; a failed authentication discards it."""
     svc = services(request)
     project_id, deployment_id = _ids(request)
-    record = asyncio.ensure_future(svc.ownership.get(project_id))
+    claimed = request.headers.get(WALLET_ADDRESS, "")
+    record = asyncio.ensure_future(
+        svc.ownership.get_as(project_id, claimed)
+        if is_address(claimed)
+        else svc.ownership.get(project_id)
+    )
     try:
         wallet = await authenticated(request)
     except BaseException:
