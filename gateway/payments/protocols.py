@@ -38,7 +38,8 @@ from gateway.config import ChainConfig, Settings, TokenConfig
 from gateway.payments.authorization import Authorization
 from gateway.types import checksum_address, is_address, micro_usd_to_token_units
 
-Protocol = Literal["mpp", "x402"]
+#: The two standard dialects a credential may come in.
+Dialect = Literal["mpp", "x402"]
 
 #: The token the standard clients pay gasless (EIP-3009); USDT is paid by transfer only.
 GASLESS_TOKEN = "usdc"
@@ -97,7 +98,7 @@ class Credential:
     """A protocol payment as it arrived: which dialect and its header value (parsed later,
     when the quote it must match is known)."""
 
-    protocol: Protocol
+    protocol: Dialect
     value: str
 
 
@@ -106,7 +107,7 @@ class BoundPayment:
     """A credential checked against its protocol's rules: the authorization to settle on
     ``chain`` in ``token``, at least ``min_units``."""
 
-    protocol: Protocol
+    protocol: Dialect
     chain: ChainConfig
     token: TokenConfig
     authorization: Authorization
