@@ -270,7 +270,7 @@ class DeployFlow:
         quote = make_quote(
             self._settings, months=request.months, chain=payment.chain, token=payment.token
         )
-        bound = self._bind(payment, quote)
+        bound = await self._bind(payment, quote)
         if wallet is None and bound is None:
             await self._check_name_free(None, name, None)
             raise self._quote_for_anyone(quote)
@@ -318,7 +318,7 @@ class DeployFlow:
         quote = make_quote(
             self._settings, months=request.months, chain=payment.chain, token=payment.token
         )
-        bound = self._bind(payment, quote)
+        bound = await self._bind(payment, quote)
         if wallet is None and bound is None:
             await self._ownership.require_project(project_id)
             raise self._quote_for_anyone(quote)
@@ -362,7 +362,7 @@ class DeployFlow:
 
     # --- before any money moves -----------------------------------------------------------
 
-    def _bind(self, payment: PaymentHeaders, quote: Quote) -> BoundPayment | None:
+    async def _bind(self, payment: PaymentHeaders, quote: Quote) -> BoundPayment | None:
         """The protocol credential, if any, checked against this request's offers (402 with
         fresh challenges when it does not match: nothing was sent)."""
         if payment.credential is None:
@@ -370,7 +370,7 @@ class DeployFlow:
         if self._gasless is None or payment.context is None:
             raise refusal("not_offered", "This gateway does not settle gasless payments")
         try:
-            return self._gasless.bind(
+            return await self._gasless.bind(
                 payment.credential,
                 payment.context,
                 amount_micro=quote.amount_micro,

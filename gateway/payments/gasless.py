@@ -129,7 +129,7 @@ class GaslessPayments:
             PAYMENT_REQUIRED: payment_required_header(offers, context, ttl),
         }
 
-    def bind(
+    async def bind(
         self,
         credential: Credential,
         context: RequestContext,
@@ -137,7 +137,10 @@ class GaslessPayments:
         amount_micro: int,
         preferred_chain: str,
     ) -> BoundPayment:
-        """The credential checked by its protocol's rules against this request's offers."""
+        """The credential checked by its protocol's rules against this request's offers. One
+        refused only for having gone stale (its challenge expired, or the offer changed) whose
+        authorization already has a settlement tx is that payment, reconciled: answering it
+        with a new challenge would have the client sign a second payment."""
         try:
             if credential.protocol == "mpp":
                 return bind_mpp(
@@ -157,6 +160,11 @@ class GaslessPayments:
                 max_timeout_seconds=self._settings.challenge_ttl_seconds,
             )
         except CredentialRefused as refused:
+            stale = refused.bound
+            if stale is not None and await self._settler.recorded(
+                stale.authorization, stale.chain, stale.token
+            ):
+                return stale
             raise refusal(refused.reason.value, refused.detail) from None
 
     async def payer(self, payment: BoundPayment) -> Wallet:
@@ -207,7 +215,7 @@ class GaslessPayments:
         ``amount_micro``, its payer the wallet (or proved to be it), settled and credited.
         A refusal offers fresh challenges for the same amount."""
         try:
-            payment = self.bind(
+            payment = await self.bind(
                 credential, context, amount_micro=amount_micro, preferred_chain=preferred_chain
             )
             if wallet is None:

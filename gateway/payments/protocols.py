@@ -67,10 +67,18 @@ class CredentialRefusal(enum.StrEnum):
 
 
 class CredentialRefused(Exception):
-    def __init__(self, reason: CredentialRefusal, detail: str) -> None:
+    """``bound``: what the credential would pay, when it is refused only for having gone
+    stale (an expired challenge, an offer that has changed since): if that payment is already
+    being settled, the caller reconciles it instead of refusing (no new challenge for a
+    payment that exists)."""
+
+    def __init__(
+        self, reason: CredentialRefusal, detail: str, *, bound: BoundPayment | None = None
+    ) -> None:
         super().__init__(detail)
         self.reason = reason
         self.detail = detail
+        self.bound = bound
 
 
 @dataclass(frozen=True, slots=True)
@@ -291,8 +299,7 @@ def bind_mpp(
             CredentialRefusal.UNKNOWN_CHALLENGE,
             "The credential's challenge was not issued by this gateway for this route",
         )
-    if _parse_rfc3339(fields["expires"]) <= now:
-        raise CredentialRefused(CredentialRefusal.CHALLENGE_EXPIRED, "The challenge has expired")
+    expired = _parse_rfc3339(fields["expires"]) <= now
     if fields["digest"] != body_digest(context.body_sha256):
         raise CredentialRefused(
             CredentialRefusal.BODY_MISMATCH,
@@ -322,7 +329,12 @@ def bind_mpp(
             )
     requested = _units(request.get("amount"), "request.amount")
     min_units = max(requested, micro_usd_to_token_units(min_micro, token.decimals))
-    return BoundPayment("mpp", chain, token, authorization, min_units, fields["id"])
+    bound = BoundPayment("mpp", chain, token, authorization, min_units, fields["id"])
+    if expired:
+        raise CredentialRefused(
+            CredentialRefusal.CHALLENGE_EXPIRED, "The challenge has expired", bound=bound
+        )
+    return bound
 
 
 def bind_x402(
@@ -353,15 +365,34 @@ def bind_x402(
         (offer for offer in offers.values() if accepted == x402_accept(offer, max_timeout_seconds)),
         None,
     )
+    payload = _object(document, "payload")
+    authorization = _authorization(_object(payload, "authorization"), payload.get("signature"))
     if match is None:
         raise CredentialRefused(
             CredentialRefusal.OFFER_MISMATCH,
             "The accepted requirements are not one of this request's offers "
             "(chain, asset, amount, payTo, maxTimeoutSeconds and extra must match exactly)",
+            bound=_stale_offer(settings, accepted, authorization),
         )
-    payload = _object(document, "payload")
-    authorization = _authorization(_object(payload, "authorization"), payload.get("signature"))
     return BoundPayment("x402", match.chain, match.token, authorization, match.units, None)
+
+
+def _stale_offer(
+    settings: Settings, accepted: Mapping[str, Any], authorization: Authorization
+) -> BoundPayment | None:
+    """What an x402 payload for an offer we no longer make (a price or timeout changed since)
+    would pay, if it names a chain, token and recipient we settle for."""
+    network = accepted.get("network")
+    if not isinstance(network, str) or not network.startswith("eip155:"):
+        return None
+    try:
+        chain = _chain_by_id(settings, int(network.removeprefix("eip155:")))
+        token = _gasless_token(chain, str(accepted.get("asset", "")))
+    except (CredentialRefused, ValueError):
+        return None
+    if str(accepted.get("payTo", "")).lower() != chain.pay_to.lower():
+        return None
+    return BoundPayment("x402", chain, token, authorization, authorization.value, None)
 
 
 # --- receipts -------------------------------------------------------------------------------

@@ -238,6 +238,12 @@ class SettlementJournal:
             [state, credit_tx, self._now_ms(), "" if gas_wei is None else gas_wei],
         )
 
+    async def has_tx(self, chain_id: int, token: TokenConfig, authorization: Authorization) -> bool:
+        """Whether a tx is recorded for the authorization (signed, someone else's, settled or
+        reverted): past the point where a refusal could be answered with a new challenge."""
+        state = await self._store.field(self.key_of(chain_id, token, authorization), "state")
+        return state not in (None, "claimed")
+
     async def consume(
         self, chain_id: int, token: TokenConfig, authorization: Authorization
     ) -> bool:
@@ -335,8 +341,14 @@ class Settler:
     ) -> PaymentCredited:
         """Verify, settle once and credit ``authorization`` (paying ``token`` on ``chain``,
         at least ``min_units``); ``wallet``, when the request is authenticated, must be the
-        payer. Raises as the module docstring says."""
-        await self._verify(authorization, chain, token, min_units, wallet)
+        payer. Raises as the module docstring says.
+
+        An authorization whose tx is already recorded (sent, maybe mined) is reconciled even
+        if its validity window or the price has moved on since: refusing it now would invite
+        the client to sign a second payment for one that exists. Its signature, recipient and
+        payer are still checked: the record is found by payer and nonce alone."""
+        in_hand = await self._journal.has_tx(chain.chain_id, token, authorization)
+        await self._verify(authorization, chain, token, min_units, wallet, window=not in_hand)
         claim = await self._journal.claim(chain.chain_id, token, authorization)
         if isinstance(claim, Busy):
             raise self._pending("Payment settlement is in progress; retry with the same payment")
@@ -352,16 +364,21 @@ class Settler:
         token: TokenConfig,
         min_units: int,
         wallet: Wallet | None,
+        *,
+        window: bool = True,
     ) -> None:
+        """``window``: the amount and validity terms too (not for a recorded settlement)."""
         if not token.gasless:
             raise _refused(Refusal.TOKEN_NOT_GASLESS, f"{token.symbol} cannot be paid gasless")
         refusal = check_terms(
             authorization,
             pay_to=chain.pay_to,
-            min_units=min_units,
+            min_units=min_units if window else 0,
             now=int(self._clock()),
             margin_seconds=self._settings.settle_margin_seconds,
         )
+        if not window and refusal in (Refusal.NOT_YET_VALID, Refusal.EXPIRED):
+            refusal = None
         if refusal is not None:
             raise _refused(refusal, _terms_detail(refusal, chain, min_units, self._settings))
         if wallet is not None and wallet.lower != authorization.payer.lower():
@@ -660,6 +677,12 @@ class Settler:
                         Wallet(record["payer"]), tx=tx, chain=chain.name, token=token.key
                     )
         return resent
+
+    async def recorded(
+        self, authorization: Authorization, chain: ChainConfig, token: TokenConfig
+    ) -> bool:
+        """Whether the authorization already has a settlement tx (sent, maybe mined)."""
+        return await self._journal.has_tx(chain.chain_id, token, authorization)
 
     async def gas_balance(self, chain: ChainConfig) -> int:
         """The settler's native balance on ``chain`` (wei)."""

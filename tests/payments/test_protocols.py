@@ -721,3 +721,46 @@ def test_operator_settler_command_shows_gas_and_settlements_in_flight(
         text=True,
     )
     assert unset.returncode == 2 and "GATEWAY_SETTLER_KEY" in unset.stderr
+
+
+async def test_a_credential_retried_after_its_challenge_expired_reconciles_its_payment(
+    make_settings: SettingsFactory, chains: dict[str, AnvilNode], sim: CreateOSSimulator
+) -> None:
+    """mppx signs again for a new challenge. A payment already sent whose retry comes after
+    its challenge expired is that payment, finished: 200, never a new challenge. An expired
+    challenge that paid nothing yet is refused with a new one."""
+    from devstack.clock import ManualClock
+
+    clock = ManualClock(time.time())
+    settings = protocol_settings(make_settings, chains, settle_wait_seconds=0.3)
+    node = chains["arbitrum"]
+    async with running_gateway(settings, clock=clock) as gateway:
+        payer = gasless_payer(node)
+        body = json.dumps(deploy_body("late-retry")).encode()
+        challenge = await mpp_challenge(gateway, body)
+        valid_before = int(time.time()) + chain_lead_seconds(chains) + 86400
+        credential = mpp_credential(challenge, payer, node, validBefore=valid_before)
+        node.set_automine(False)
+        pending = await pay_mpp(gateway, body, credential)
+        assert pending.status_code == 402 and pending.json()["payment_status"] == "pending"
+        assert "WWW-Authenticate" not in pending.headers
+        node.mine(1)
+        node.set_automine(True)
+        clock.advance(settings.challenge_ttl_seconds + 60)  # the challenge has expired
+
+        late = await pay_mpp(gateway, body, credential)
+        assert late.status_code == 200, late.text
+        assert len(usdc_transfers(node, payer.address)) == 1
+
+        other = gasless_payer(node)
+        body = json.dumps(deploy_body("late-first-try")).encode()
+        stale = await mpp_challenge(gateway, body)
+        clock.advance(settings.challenge_ttl_seconds + 60)
+        refused = await pay_mpp(
+            gateway, body, mpp_credential(stale, other, node, validBefore=valid_before)
+        )
+        assert refused.status_code == 402
+        assert refused.json()["reason"] == "challenge_expired"
+        assert challenges(refused.headers["WWW-Authenticate"])
+        assert usdc_transfers(node, other.address) == []
+        await assert_invariants(gateway)

@@ -22,6 +22,7 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
 from devstack.anvil import ANVIL_ACCOUNTS, AnvilNode
+from devstack.clock import ManualClock
 from gateway.config import ChainConfig, Settings, TokenConfig
 from gateway.errors import Conflict, PaymentRequired
 from gateway.payments.authorization import (
@@ -51,8 +52,8 @@ class Side:
 
 
 @contextlib.asynccontextmanager
-async def side(settings: Settings) -> AsyncIterator[Side]:
-    async with running_gateway(settings) as gateway:
+async def side(settings: Settings, clock: Any = time.time) -> AsyncIterator[Side]:
+    async with running_gateway(settings, clock=clock) as gateway:
         services = gateway.services
         journal = SettlementJournal(
             services.store, lease_seconds=settings.settle_lease_seconds, clock=services.clock
@@ -651,6 +652,39 @@ def chains_chain(s: Side) -> int:
 
 def chains_token(s: Side) -> TokenConfig:
     return s.gateway.settings.chains["arbitrum"].tokens["usdc"]
+
+
+async def test_a_sent_settlement_retried_after_its_window_closed_is_credited_not_refused(
+    make_settings: SettingsFactory, chains: dict[str, AnvilNode]
+) -> None:
+    """The settlement was sent in time; the payer's retry comes after validBefore (and after
+    the price changed). Refusing it now would have the client sign a second payment for one
+    that exists: the recorded tx is credited instead. A bad signature on the same payer and
+    nonce is still refused."""
+    settings = payment_settings(
+        make_settings, chains, settler_key=SETTLER_KEY, settle_wait_seconds=0.3
+    )
+    node = chains["arbitrum"]
+    payer = gasless_payer(node)
+    latest = int(node.rpc("eth_getBlockByNumber", ["latest", False])["timestamp"], 16)
+    lead = max(0, latest - int(time.time()))  # the shared chain's clock may run ahead
+    authorization = sign(payer, node, validBefore=int(time.time()) + lead + 3600)
+    clock = ManualClock(time.time())
+    async with side(settings, clock) as s:
+        node.set_automine(False)
+        with pytest.raises(PaymentRequired) as pending:
+            await settle(s, authorization)
+        sent = pending.value.fields["tx"]
+        node.mine(1)
+        node.set_automine(True)
+        clock.advance(lead + 3700)  # past validBefore for the gateway (the payment: ~1 h old)
+        forged = dataclasses.replace(authorization, signature=b"\x01" * 65)
+        with pytest.raises(PaymentRequired) as refused:
+            await settle(s, forged)
+        assert refused.value.fields["reason"] == "bad_signature"
+        credited = await settle(s, authorization, min_units=PRICE * 10)
+        assert credited.tx_hash == sent and credited.amount_micro == PRICE
+        assert len(usdc_transfers(node, payer.address)) == 1
 
 
 async def test_claim_left_by_a_dead_holder_is_taken_over_and_the_old_holder_locked_out(
