@@ -764,3 +764,19 @@ async def test_a_credential_retried_after_its_challenge_expired_reconciles_its_p
         assert challenges(refused.headers["WWW-Authenticate"])
         assert usdc_transfers(node, other.address) == []
         await assert_invariants(gateway)
+
+
+async def test_anonymous_quotes_draw_on_the_clients_rate_limit(
+    make_settings: SettingsFactory, chains: dict[str, AnvilNode], sim: CreateOSSimulator
+) -> None:
+    """A quote without wallet headers costs a CreateOS name check: the client IP's budget
+    bounds them like any other request, before the name is checked."""
+    settings = protocol_settings(make_settings, chains, rate_limit_requests=3)
+    async with running_gateway(settings) as gateway:
+        answers = [
+            await gateway.client.post("/agent/deploy", json=deploy_body(f"anon-{i}"))
+            for i in range(5)
+        ]
+    assert [a.status_code for a in answers] == [402, 402, 402, 429, 429]
+    checks = [r for r in sim.requests if r.path.endswith("/available-unique-name")]
+    assert len(checks) == 3
