@@ -275,7 +275,7 @@ class DeployFlow:
             await self._check_name_free(None, name, None)
             raise self._quote_for_anyone(quote)
         if bound is not None:
-            wallet = await self._payer(bound, wallet, quote)
+            wallet, bound = await self._payer(bound, wallet, quote)
         assert wallet is not None
         async with self._locks.hold(wallet.address, name):
             attempt = await self._attempts.load(wallet.address, name)
@@ -323,7 +323,7 @@ class DeployFlow:
             await self._ownership.require_project(project_id)
             raise self._quote_for_anyone(quote)
         if bound is not None:
-            wallet = await self._payer(bound, wallet, quote)
+            wallet, bound = await self._payer(bound, wallet, quote)
         assert wallet is not None
         record = await self._ownership.require_owner(project_id, wallet.address)
         name = record.unique_name
@@ -379,7 +379,9 @@ class DeployFlow:
         except PaymentRequired as refused:
             raise refused.offering(quote.amount_micro, quote.chain.name) from None
 
-    async def _payer(self, bound: BoundPayment, wallet: Wallet | None, quote: Quote) -> Wallet:
+    async def _payer(
+        self, bound: BoundPayment, wallet: Wallet | None, quote: Quote
+    ) -> tuple[Wallet, BoundPayment]:
         """The request's wallet: ``wallet`` (the payer is checked to be it when settling) or,
         without wallet headers, the payer once its signature is proved. The payer takes the
         credential's challenge here, before the name check, so a challenge used by another
@@ -387,11 +389,12 @@ class DeployFlow:
         assert self._gasless is not None
         try:
             if wallet is None:
-                wallet = await self._gasless.payer(bound)
+                bound = await self._gasless.payer(bound)
+                wallet = Wallet(bound.authorization.payer)
             await self._gasless.use_challenge(bound)
         except PaymentRequired as refused:
             raise refused.offering(quote.amount_micro, quote.chain.name) from None
-        return wallet
+        return wallet, bound
 
     def _quote_for_anyone(self, quote: Quote) -> PaymentRequired:
         """The 402 for a request with neither wallet headers nor payment: the price, with the

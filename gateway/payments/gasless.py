@@ -11,6 +11,7 @@ sign a second payment).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -167,11 +168,11 @@ class GaslessPayments:
                 return stale
             raise refusal(refused.reason.value, refused.detail) from None
 
-    async def payer(self, payment: BoundPayment) -> Wallet:
-        """The wallet of a request with no wallet-signature headers: the authorization's
-        ``from``, once its signature is proved to be that wallet's."""
+    async def payer(self, payment: BoundPayment) -> BoundPayment:
+        """For a request with no wallet-signature headers: the payment once its signature is
+        proved to be its ``from``'s, who is then the request's wallet."""
         await self._settler.check_signature(payment.authorization, payment.chain, payment.token)
-        return Wallet(payment.authorization.payer)
+        return dataclasses.replace(payment, signature_proved=True)
 
     async def settle(self, payment: BoundPayment, wallet: Wallet) -> GaslessPaid:
         """Settle and credit (``use_challenge`` first)."""
@@ -181,6 +182,7 @@ class GaslessPayments:
             token=payment.token,
             min_units=payment.min_units,
             wallet=wallet,
+            signature_checked=payment.signature_proved,
         )
         return GaslessPaid(payment, credited)
 
@@ -219,7 +221,8 @@ class GaslessPayments:
                 credential, context, amount_micro=amount_micro, preferred_chain=preferred_chain
             )
             if wallet is None:
-                wallet = await self.payer(payment)
+                payment = await self.payer(payment)
+                wallet = Wallet(payment.authorization.payer)
             await self.use_challenge(payment)
             return await self.settle(payment, wallet)
         except PaymentRequired as refused:

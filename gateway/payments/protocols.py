@@ -121,6 +121,9 @@ class BoundPayment:
     authorization: Authorization
     min_units: int
     challenge_id: str | None  # MPP only
+    #: The signature was proved to be the payer's already (it made the payer the wallet of a
+    #: request without wallet headers): settling need not check it again.
+    signature_proved: bool = False
 
     @property
     def network(self) -> str:

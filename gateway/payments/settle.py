@@ -338,6 +338,7 @@ class Settler:
         token: TokenConfig,
         min_units: int,
         wallet: Wallet | None = None,
+        signature_checked: bool = False,
     ) -> PaymentCredited:
         """Verify, settle once and credit ``authorization`` (paying ``token`` on ``chain``,
         at least ``min_units``); ``wallet``, when the request is authenticated, must be the
@@ -348,7 +349,15 @@ class Settler:
         the client to sign a second payment for one that exists. Its signature, recipient and
         payer are still checked: the record is found by payer and nonce alone."""
         in_hand = await self._journal.has_tx(chain.chain_id, token, authorization)
-        await self._verify(authorization, chain, token, min_units, wallet, window=not in_hand)
+        await self._verify(
+            authorization,
+            chain,
+            token,
+            min_units,
+            wallet,
+            window=not in_hand,
+            signature=not signature_checked,
+        )
         claim = await self._journal.claim(chain.chain_id, token, authorization)
         if isinstance(claim, Busy):
             raise self._pending("Payment settlement is in progress; retry with the same payment")
@@ -366,8 +375,10 @@ class Settler:
         wallet: Wallet | None,
         *,
         window: bool = True,
+        signature: bool = True,
     ) -> None:
-        """``window``: the amount and validity terms too (not for a recorded settlement)."""
+        """``window``: the amount and validity terms too (not for a recorded settlement);
+        ``signature``: the signature too (not when the caller has just proved it)."""
         if not token.gasless:
             raise _refused(Refusal.TOKEN_NOT_GASLESS, f"{token.symbol} cannot be paid gasless")
         refusal = check_terms(
@@ -386,7 +397,8 @@ class Settler:
                 Refusal.PAYER_MISMATCH,
                 "The authorization's payer is not the wallet that signed this request",
             )
-        await self.check_signature(authorization, chain, token)
+        if signature:
+            await self.check_signature(authorization, chain, token)
 
     async def check_signature(
         self, authorization: Authorization, chain: ChainConfig, token: TokenConfig
@@ -528,6 +540,7 @@ class Settler:
             raise _refused(
                 Refusal.SETTLEMENT_REVERTED,
                 "The settlement of this authorization failed on-chain; sign a new one",
+                sent=True,
             )
         reader = self._chains[chain.name]
         credit_tx = record.credit_tx or record.tx
@@ -713,6 +726,7 @@ class Settler:
         raise _refused(
             Refusal.SETTLEMENT_REVERTED,
             f"The settlement transaction {tx} reverted; sign a new authorization",
+            sent=True,
         )
 
     async def _await_receipt(self, reader: SettlementChain, tx_hash: str) -> Receipt:
@@ -738,9 +752,15 @@ class Settler:
         )
 
 
-def _refused(reason: Refusal, detail: str) -> PaymentRequired:
+def _refused(reason: Refusal, detail: str, *, sent: bool = False) -> PaymentRequired:
+    """``settlement: "refused"`` when nothing was broadcast (the route then offers fresh
+    challenges); ``"reverted"`` when our tx was sent and failed (it offers none: a new
+    challenge is only ever the answer to a payment that moved nothing)."""
     return PaymentRequired(
-        "Payment authorization refused", reason=reason.value, detail=detail, settlement="refused"
+        "Payment authorization refused",
+        reason=reason.value,
+        detail=detail,
+        settlement="reverted" if sent else "refused",
     )
 
 

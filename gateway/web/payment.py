@@ -70,7 +70,7 @@ def request_context(request: Request, svc: Services, body_sha256: bytes) -> Requ
     )
 
 
-def payment_headers(headers: Headers, context: RequestContext | None = None) -> PaymentHeaders:
+def payment_headers(headers: Headers) -> PaymentHeaders:
     """The payment the request carries; 400 when it carries two."""
 
     def value(name: str) -> str | None:
@@ -80,7 +80,7 @@ def payment_headers(headers: Headers, context: RequestContext | None = None) -> 
     tx = value(PAYMENT_TX)
     credentials = []
     authorization = value(AUTHORIZATION)
-    if authorization is not None and authorization.partition(" ")[0].lower() == "payment":
+    if authorization is not None and authorization.partition(" ")[0].lower() == MPP_SCHEME.lower():
         credentials.append(Credential("mpp", authorization))
     signature = value(PAYMENT_SIGNATURE)
     if signature is not None:
@@ -97,7 +97,6 @@ def payment_headers(headers: Headers, context: RequestContext | None = None) -> 
         token=value(PAYMENT_TOKEN),
         use_existing_credits=(headers.get(USE_EXISTING_CREDITS, "").strip().lower() == "true"),
         credential=credentials[0] if credentials else None,
-        context=context,
     )
 
 

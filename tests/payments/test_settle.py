@@ -687,6 +687,36 @@ async def test_a_sent_settlement_retried_after_its_window_closed_is_credited_not
         assert len(usdc_transfers(node, payer.address)) == 1
 
 
+async def test_a_settlement_that_reverted_is_refused_for_good_without_a_fresh_offer(
+    make_settings: SettingsFactory, chains: dict[str, AnvilNode]
+) -> None:
+    """Our tx was sent and mined after the authorization's validBefore (the token refuses
+    it): the authorization is refused for good, marked as sent ("reverted", so the route
+    offers no new challenge), and nothing is credited."""
+    settings = payment_settings(
+        make_settings, chains, settler_key=SETTLER_KEY, settle_wait_seconds=0.3
+    )
+    node = chains["arbitrum"]
+    payer = gasless_payer(node)
+    latest = int(node.rpc("eth_getBlockByNumber", ["latest", False])["timestamp"], 16)
+    valid_before = max(latest, int(time.time())) + 120
+    authorization = sign(payer, node, validBefore=valid_before)
+    async with side(settings) as s:
+        node.set_automine(False)
+        with pytest.raises(PaymentRequired):
+            await settle(s, authorization)
+        node.rpc("evm_setNextBlockTimestamp", [hex(valid_before + 1)])
+        node.mine(1)  # mined too late: the token reverts it
+        node.set_automine(True)
+        for _ in range(2):  # the retry finds the revert; a later one finds the record
+            with pytest.raises(PaymentRequired) as refused:
+                await settle(s, authorization)
+            assert refused.value.fields["reason"] == "settlement_reverted"
+            assert refused.value.fields["settlement"] == "reverted"
+        assert await s.gateway.balance(payer.address) == 0
+        assert usdc_transfers(node, payer.address) == []
+
+
 async def test_claim_left_by_a_dead_holder_is_taken_over_and_the_old_holder_locked_out(
     settings: Settings, chains: dict[str, AnvilNode]
 ) -> None:
