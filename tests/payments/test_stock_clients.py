@@ -1,7 +1,8 @@
 """The npm payment clients, unchanged (``@x402/fetch`` with ``@x402/evm``, and ``mppx``), pay a
-served gateway (``python -m gateway serve``) gasless on both anvil chains; and a gateway
-killed after broadcasting a settlement, before answering, loses nothing: the same credential
-retried on another process credits once with no second broadcast.
+served gateway (``python -m gateway serve``) gasless on both anvil chains; a gateway killed
+after broadcasting a settlement, before answering, loses nothing: the same credential retried
+on another process credits once with no second broadcast; and one credential sent twenty times
+at once through two processes settles once.
 """
 
 from __future__ import annotations
@@ -34,8 +35,10 @@ from tests.payments.test_protocols import (
     SETTLER_KEY,
     b64json,
     chain_lead_seconds,
+    challenges,
     eth_balance,
     gasless_payer,
+    mpp_credential,
     settler_nonce,
     usdc_transfers,
 )
@@ -236,3 +239,61 @@ def test_gateway_killed_after_broadcast_is_finished_by_another_without_a_second_
         assert credits["balance_usd"] == PRICE_UNITS / 1e6
         assert [e["kind"] for e in credits["ledger"]] == ["payment"]
         one.start()  # served_gateway checks its process is alive when the block ends
+
+
+def test_one_mpp_credential_twenty_times_at_once_through_two_served_processes_settles_once(
+    tmp_path: Path,
+    redis_url: str,
+    key_prefix: str,
+    sim_url: str,
+    chains: dict[str, AnvilNode],
+) -> None:
+    """A challenge issued by one process is checked by the other (its id is an HMAC every
+    process can verify), and twenty copies of one credential sent at once through both settle
+    once, credit once and deploy once; no answer offers a fresh challenge."""
+    node = chains["arbitrum"]
+    payer = gasless_payer(node)
+    body = json.dumps(deploy_body("crowded-served")).encode()
+    plain = {"Content-Type": "application/json"}
+    public = {"gateway.public_url": "http://deploy.test"}
+    with (
+        serve(tmp_path / "one", redis_url, key_prefix, sim_url, chains, **public) as one,
+        serve(tmp_path / "two", redis_url, key_prefix, sim_url, chains, **public) as two,
+    ):
+        with httpx.Client(base_url=one.url, timeout=60) as http:
+            quote = http.post("/agent/deploy", content=body, headers=plain)
+        assert quote.status_code == 402
+        challenge = challenges(quote.headers["WWW-Authenticate"])[0]
+        valid_before = int(time.time()) + chain_lead_seconds(chains) + 86400
+        credential = mpp_credential(challenge, payer, node, validBefore=valid_before)
+
+        async def crowd() -> list[httpx.Response]:
+            async with (
+                httpx.AsyncClient(base_url=one.url, timeout=60) as a,
+                httpx.AsyncClient(base_url=two.url, timeout=60) as b,
+            ):
+                return await asyncio.gather(
+                    *(
+                        (a if i % 2 else b).post(
+                            "/agent/deploy",
+                            content=body,
+                            headers={**plain, "Authorization": credential},
+                        )
+                        for i in range(20)
+                    )
+                )
+
+        answers = asyncio.run(crowd())
+        statuses = [a.status_code for a in answers]
+        assert statuses.count(200) == 1, [a.text for a in answers]
+        for answer in answers:
+            assert "WWW-Authenticate" not in answer.headers, answer.text
+            if answer.status_code == 402:
+                assert answer.json()["payment_status"] == "pending", answer.text
+            else:
+                assert answer.status_code in (200, 409), answer.text
+        assert len(usdc_transfers(node, payer.address)) == 1
+        with httpx.Client(base_url=two.url, timeout=60) as http:
+            credits = http.get("/agent/credits", headers=auth_headers(payer)).json()
+        assert credits["balance_usd"] == PRICE_UNITS / 1e6
+        assert credits["active_projects"] == 1
