@@ -780,3 +780,42 @@ async def test_anonymous_quotes_draw_on_the_clients_rate_limit(
     assert [a.status_code for a in answers] == [402, 402, 402, 429, 429]
     checks = [r for r in sim.requests if r.path.endswith("/available-unique-name")]
     assert len(checks) == 3
+
+
+async def test_a_stock_client_redeploys_its_own_project_and_is_refused_anothers(
+    gw: Gateway, chains: dict[str, AnvilNode], sim: CreateOSSimulator
+) -> None:
+    """Without wallet headers the payer is the wallet on the redeploy route too: the owner
+    redeploys by paying; another payer's credential is a 403 before anything is sent."""
+    from tests.deploy_support import files_upload
+
+    node = chains["arbitrum"]
+    owner, stranger = gasless_payer(node), gasless_payer(node)
+    client, _ = x402_client(gw, owner)
+    async with client:
+        first = await client.post("/agent/deploy", json=deploy_body("redeploy-me"))
+        assert first.status_code == 200, first.text
+        project_id = first.json()["projectId"]
+        quoted = await gw.client.post(
+            f"/agent/projects/{project_id}/deploy", json={"upload": files_upload()}
+        )
+        assert quoted.status_code == 402 and "PAYMENT-REQUIRED" in quoted.headers
+        again = await client.post(
+            f"/agent/projects/{project_id}/deploy", json={"upload": files_upload()}
+        )
+    assert again.status_code == 200, again.text
+    assert len(usdc_transfers(node, owner.address)) == 2
+
+    client, _ = x402_client(gw, stranger)
+    nonce_before = settler_nonce(node)
+    async with client:
+        refused = await client.post(
+            f"/agent/projects/{project_id}/deploy", json={"upload": files_upload()}
+        )
+    assert refused.status_code == 403, refused.text
+    assert usdc_transfers(node, stranger.address) == []
+    assert settler_nonce(node) == nonce_before
+    unknown = await gw.client.post(
+        "/agent/projects/no-such-project/deploy", json={"upload": files_upload()}
+    )
+    assert unknown.status_code == 404
