@@ -94,7 +94,10 @@ async def test_a_wallet_without_eth_deploys_and_tops_up_gasless(
     assert payment is not None and payment.credential is not None
     assert payment.tx_hash.startswith("0x")  # the settlement tx, from PAYMENT-RESPONSE
     assert topped.payment.credential is not None and topped.payment.tx_hash.startswith("0x")
-    assert credits.balance_usd == Decimal("2.0")
+    # Both payments credited in full (the balance itself may already carry an hour's burn:
+    # the metering loop ticks whenever it ticks).
+    assert sum(e.amount_usd for e in credits.ledger if e.kind == "payment") == Decimal("2.0")
+    assert Decimal("1.99") < credits.balance_usd <= Decimal("2.0")
     assert eth(local_stack, agent.address) == 0
     sent = [str(log["transactionHash"]) for log in local_stack.transfers_from(agent.address)]
     assert sent == [payment.tx_hash, topped.payment.tx_hash]
