@@ -40,11 +40,11 @@ import hashlib
 from collections import defaultdict
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any, cast
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, PipelineCommand, RedisCluster
-from redis.exceptions import AskError, MovedError, NoScriptError, RedisError
+from redis.exceptions import AskError, MovedError, NoScriptError, RedisError, ResponseError
 
 #: Most calls one pipeline carries; more wait for the next one.
 MAX_BATCH = 256
@@ -183,36 +183,48 @@ class Scripts:
         await asyncio.gather(*(self._send_node(node, calls) for node, calls in by_node.items()))
 
     async def _send_single(self, batch: list[_Call]) -> None:
-        assert isinstance(self._redis, Redis)
+        """The batch down one pooled connection as one write, its replies read in order.
+
+        Straight on the connection, not through redis-py's ``Pipeline`` or
+        ``execute_command``: those add, per call, a retry wrapper (the store has none), an
+        operation-duration record and the HIMPORT preflight, which cost more than the command
+        on this path (docs/PERFORMANCE.md). Each reply goes through the client's own
+        ``parse_response``, so every command's reply is what its redis-py method returns."""
+        redis = self._redis
+        assert isinstance(redis, Redis)
         durable = any(call.durable for call in batch)
-        if len(batch) == 1 and not durable:  # nothing to coalesce: the plain call
-            call = batch[0]
-            try:
-                if call.script is None:
-                    result = await cast(Any, self._redis).execute_command(
-                        *call.words, **call.options
-                    )
-                else:
-                    result = await self._redis.evalsha(
-                        call.script.sha, len(call.keys), *call.keys, *call.args
-                    )
-            except NoScriptError as exc:
-                await self._send_again([(call, exc)])
-            except Exception as exc:
-                _settle(call.future, exc)
-            else:
-                _settle(call.future, result)
-            return
+        commands: list[tuple[Any, ...]] = [
+            call.words
+            if call.script is None
+            else ("EVALSHA", call.script.sha, len(call.keys), *call.keys, *call.args)
+            for call in batch
+        ]
+        if durable:
+            commands.append(("WAIT", self.replica_acks, self.replica_timeout_ms))
+        pool = redis.connection_pool
+        results: list[Any] = []
         try:
-            pipe = self._redis.pipeline(transaction=False)
-            for call in batch:
-                if call.script is None:
-                    cast(Any, pipe).execute_command(*call.words, **call.options)  # untyped
-                else:
-                    pipe.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
-            if durable:
-                pipe.execute_command("WAIT", self.replica_acks, self.replica_timeout_ms)
-            results = await pipe.execute(raise_on_error=False)
+            connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+            try:
+                await connection.send_packed_command(connection.pack_commands(commands))
+                for call, command in zip(batch, commands, strict=False):
+                    try:
+                        options = call.options if call.script is None else {}
+                        reply = await redis.parse_response(connection, command[0], **options)
+                        results.append(reply)
+                    except ResponseError as exc:  # this call's own error; the rest stand
+                        results.append(exc)
+                if durable:
+                    try:
+                        results.append(await redis.parse_response(connection, "WAIT"))
+                    except ResponseError as exc:
+                        results.append(exc)
+            except BaseException:
+                # Replies may be left unread on the socket: it must not serve another batch.
+                await connection.disconnect()
+                raise
+            finally:
+                await pool.release(connection)
         except Exception as exc:  # the connection failed: each call fails as it would alone
             for call in batch:
                 _settle(call.future, exc)
