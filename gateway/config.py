@@ -190,6 +190,7 @@ class Settings:
     upstream_upload_timeout: float = 120.0
     upstream_max_answer_bytes: int = 8 * 1024 * 1024
     upstream_answer_seconds: float = 30.0
+    quote_name_seconds: int = 5
     max_payment_age_seconds: int = 72 * 3600
     rpc_timeout_seconds: float = 8.0
     rpc_max_answer_bytes: int = 4 * 1024 * 1024
@@ -424,6 +425,9 @@ def parse_settings(raw: Mapping[str, Any], env: Mapping[str, str], *, source: st
             "upstream.max_answer_bytes", default=8 * 1024 * 1024, low=1024
         ),
         upstream_answer_seconds=reader.get_float("upstream.answer_seconds", default=30.0),
+        quote_name_seconds=reader.get_int(
+            "upstream.quote_name_seconds", default=5, low=0, high=300
+        ),
         max_payment_age_seconds=reader.get_int(
             "payments.max_payment_age_seconds", default=72 * 3600, low=60
         ),

@@ -41,6 +41,7 @@ from typing import Any, Protocol, TypeGuard, TypeVar
 
 from gateway.config import Settings
 from gateway.deploy.attempts import ATTEMPT_TTL_MS, Attempt, DeployAttempts, DeployLocks, Step
+from gateway.deploy.quoted_names import QuotedNames
 from gateway.deploy.validation import (
     DeployRequest,
     FilesUpload,
@@ -221,6 +222,7 @@ class DeployFlow:
         self._attempts = DeployAttempts(store, clock=clock)
         self._locks = DeployLocks(store, ttl_ms=deploy_lock_ttl_ms(settings))
         self._names = NameClaims(store)
+        self._quoted = QuotedNames(settings.quote_name_seconds, clock=clock)
         self._store = store
 
     # --- the two stories ------------------------------------------------------------------
@@ -272,7 +274,7 @@ class DeployFlow:
         )
         bound = await self._bind(payment, quote)
         if wallet is None and bound is None:
-            await self._check_name_free(None, name, None)
+            await self._check_name_free(None, name, None, quote_only=True)
             raise self._quote_for_anyone(quote)
         if bound is not None:
             wallet, bound = await self._payer(bound, wallet, quote)
@@ -281,14 +283,22 @@ class DeployFlow:
             attempt = await self._attempts.load(wallet.address, name)
             if attempt is not None and attempt.kind != "deploy":
                 attempt = None
-            credited = await self._accept_payment(
-                wallet,
-                payment,
-                quote,
-                bound,
-                name_check=self._check_name_free(wallet, name, attempt),
-            )
+            recalled = False
+            if bound is None and payment.tx is None:
+                # No payment: the answer is a quote unless the credits cover the deploy.
+                recalled = await self._check_name_free(wallet, name, attempt, quote_only=True)
+                credited = None
+            else:
+                credited = await self._accept_payment(
+                    wallet,
+                    payment,
+                    quote,
+                    bound,
+                    name_check=self._check_name_free(wallet, name, attempt),
+                )
             decision, money = await self._decide(wallet, quote, payment, credited, itself=False)
+            if recalled:  # deploying on credits: a remembered answer served quotes only
+                await self._name_free_upstream(name)
             async with self._answering_upstream_failures(money):
                 project_id = await self._create_or_adopt(wallet, request, attempt, money)
                 deployment_id = await self._upload_or_adopt(
@@ -406,10 +416,17 @@ class DeployFlow:
         )
 
     async def _check_name_free(
-        self, wallet: Wallet | None, name: str, attempt: Attempt | None
-    ) -> None:
+        self,
+        wallet: Wallet | None,
+        name: str,
+        attempt: Attempt | None,
+        *,
+        quote_only: bool = False,
+    ) -> bool:
         """409 unless the name is free upstream or held by this wallet's half-made project
-        (``wallet`` None: free upstream and held by nobody here)."""
+        (``wallet`` None: free upstream and held by nobody here). ``quote_only``: the request
+        carries no payment, so CreateOS's answer of the last few seconds may serve
+        (``QuotedNames``); True when it did, and the caller asks again before creating."""
         owner = await self._names.owner(name)
         if owner is not None and (wallet is None or owner != wallet.lower):
             raise name_taken()
@@ -422,8 +439,21 @@ class DeployFlow:
                         "/deploy deploys new code into it",
                     )
         if attempt is not None and (attempt.project_id or attempt.step is Step.CREATING):
-            return  # our own half-made project holds the name; it is adopted below
-        if not await self._upstream.is_name_available(name):
+            return False  # our own half-made project holds the name; it is adopted below
+        if quote_only:
+            remembered = self._quoted.recall(name)
+            if remembered is not None:
+                if not remembered:
+                    raise name_taken()
+                return True
+        await self._name_free_upstream(name)
+        return False
+
+    async def _name_free_upstream(self, name: str) -> None:
+        """409 unless CreateOS says the name is free now; its answer is remembered for quotes."""
+        available = await self._upstream.is_name_available(name)
+        self._quoted.remember(name, available)
+        if not available:
             raise name_taken()
 
     async def _accept_payment(
@@ -433,7 +463,7 @@ class DeployFlow:
         quote: Quote,
         bound: BoundPayment | None,
         *,
-        name_check: Coroutine[Any, Any, None] | None = None,
+        name_check: Coroutine[Any, Any, object] | None = None,
     ) -> PaymentCredited | GaslessPaid | None:
         """Verify and credit the payment, if any. With ``name_check`` (a deploy), the check runs
         concurrently with the verification's RPC calls (they need nothing from each other: on
