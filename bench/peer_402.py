@@ -9,10 +9,13 @@ Each server is one uvicorn worker (uvloop, httptools, no access log) in its own 
 - pympp's ``pay`` decorator with its EVM charge method (``bench.peer_apps:mpp_app``);
 - our quote: ``POST /agent/deploy`` with a valid body and no credits on ``python -m gateway
   serve`` in front of the CreateOS simulator (``bench.deploy_stack``), every request signed
-  with its own nonce and name (signed before timing), as in ``bench.quote_path``.
+  with its own nonce (signed before timing), as in ``bench.quote_path``, twice: every request
+  for a name never quoted before (each one a CreateOS name check), and as many names as
+  connections quoted again and again (the peers' load is one fixed request; a name quoted
+  within ``upstream.quote_name_seconds`` reuses CreateOS's answer).
 
 The peers' 402 does less than ours: no signature, no Redis, no body validation, no name check.
-Rounds run the four in turn (interleaved), ``--requests`` each on ``--concurrency`` keep-alive
+Rounds run the five in turn (interleaved), ``--requests`` each on ``--concurrency`` keep-alive
 connections from ``bench.loadgen``; prints the median of the rounds and each one's ratio to
 the x402 SDK. Needs the dev extra (``x402``, ``pympp``, ``fastapi``).
 """
@@ -32,7 +35,8 @@ from bench.quote_path import quote_body, quote_requests
 BARE = "bare Starlette JSON"
 X402 = "x402 SDK PaymentMiddlewareASGI 402"
 MPP = "pympp pay() 402"
-OURS = "ours: POST /agent/deploy 402 quote"
+OURS = "ours: POST /agent/deploy 402 quote, a fresh name each"
+OURS_AGAIN = "ours: the same, one name per connection quoted again and again"
 
 
 def peer_requests(count: int) -> list[bytes]:
@@ -42,7 +46,8 @@ def peer_requests(count: int) -> list[bytes]:
 
 
 def run(args: argparse.Namespace) -> None:
-    results: dict[str, list[LoadResult]] = {name: [] for name in (BARE, X402, MPP, OURS)}
+    names = (BARE, X402, MPP, OURS, OURS_AGAIN)
+    results: dict[str, list[LoadResult]] = {name: [] for name in names}
     with (
         DeployStack.start() as stack,
         uvicorn_server("bench.apps:bare_app", {}) as bare_port,
@@ -54,7 +59,11 @@ def run(args: argparse.Namespace) -> None:
             BARE: (bare_port, lambda n: [build_request("GET", "/agent/ping")] * n),
             X402: (x402_port, peer_requests),
             MPP: (mpp_port, peer_requests),
-            OURS: (ours_port, lambda n: quote_requests(n, args.concurrency)),
+            OURS: (ours_port, lambda n: quote_requests(n, 4 * args.concurrency)),
+            OURS_AGAIN: (
+                ours_port,
+                lambda n: quote_requests(n, 4 * args.concurrency, args.concurrency),
+            ),
         }
         for port, make in loads.values():  # warm-up: connections, pools, scripts
             asyncio.run(run_load("127.0.0.1", port, make(200), args.concurrency))

@@ -41,16 +41,25 @@ def quote_body(name: str) -> bytes:
     ).encode()
 
 
-def quote_requests(count: int, wallets: int) -> list[bytes]:
-    """``count`` signed quote requests from ``wallets`` agents, each for a name of its own
-    (one wallet's concurrent deploys of one name would meet its deploy lock instead)."""
+def quote_requests(count: int, wallets: int, names: int = 0) -> list[bytes]:
+    """``count`` signed quote requests from ``wallets`` agents.
+
+    ``names`` 0: each request for a name of its own, never asked before (every quote costs a
+    CreateOS name check). ``names`` N: the agents quote N names again and again (N must divide
+    ``wallets``; agent k always quotes name k mod N, as an agent polling its quote or the
+    peers' one fixed request does). One wallet's concurrent deploys of one name would meet its
+    deploy lock instead of the quote: pass four times the connections as ``wallets``, so the
+    same wallet comes round again only after ``wallets`` other requests."""
+    if names and wallets % names:
+        raise ValueError("names must divide wallets")
     accounts = [Account.create() for _ in range(wallets)]
+    tag = uuid.uuid4().hex[:8]
     requests = []
     for i in range(count):
         headers = auth_headers(accounts[i % wallets], nonce=uuid.uuid4().hex)
         headers["Content-Type"] = "application/json"
-        body = quote_body(f"quote-{uuid.uuid4().hex[:12]}")
-        requests.append(build_request("POST", "/agent/deploy", headers, body))
+        name = f"quote-{uuid.uuid4().hex[:12]}" if not names else f"quote-{tag}-{i % names}"
+        requests.append(build_request("POST", "/agent/deploy", headers, quote_body(name)))
     return requests
 
 
@@ -59,10 +68,10 @@ def run(args: argparse.Namespace) -> None:
     with DeployStack.start() as stack:
         port = int(stack.gateway_url.rsplit(":", 1)[1])
         # Warm-up: connections, the Lua scripts, the upstream client's pool.
-        warm_up = quote_requests(200, args.concurrency)
+        warm_up = quote_requests(200, 4 * args.concurrency)
         asyncio.run(run_load("127.0.0.1", port, warm_up, args.concurrency))
         for round_no in range(args.rounds):
-            requests = quote_requests(args.requests, args.concurrency)
+            requests = quote_requests(args.requests, 4 * args.concurrency, args.names)
             result = asyncio.run(run_load("127.0.0.1", port, requests, args.concurrency))
             runs.append(result)
             print(f"round {round_no + 1}/{args.rounds}: {result.rps:,.0f} req/s, "
@@ -77,7 +86,9 @@ def run(args: argparse.Namespace) -> None:
     p50 = median([r.percentile(0.50) for r in runs]) * 1000
     p99 = median([r.percentile(0.99) for r in runs]) * 1000
     other = sum(sum(c for s, c in r.statuses.items() if s != 402) for r in runs)
-    print(f"| POST /agent/deploy -> 402 quote | {rps:,.0f} | {p50:.2f} | {p99:.2f} | {other} |")
+    shape = "a fresh name each" if not args.names else f"{args.names} names, quoted again"
+    print(f"| POST /agent/deploy -> 402 quote ({shape}) | {rps:,.0f} | {p50:.2f} | {p99:.2f} "
+          f"| {other} |")  # fmt: skip
     spread = [f"{r.rps:,.0f}" for r in runs]
     print(f"\nrounds (req/s): {', '.join(spread)}")
 
@@ -87,6 +98,12 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--names",
+        type=int,
+        default=0,
+        help="0: a fresh name per request; N: N names quoted again and again (divides 4x conns)",
+    )
     run(parser.parse_args())
 
 
