@@ -20,7 +20,7 @@ TOP_LEVEL = {f"gateway.{m.name}" for m in pkgutil.iter_modules(gateway.__path__)
 
 #: contract name (start) -> the product modules it may leave out (those allowed the import).
 ALLOWED = {
-    "Redis, web3, aiohttp and httpx": {
+    "Redis, web3, aiohttp, httpx and httptools": {
         "gateway.store",
         "gateway.chains",
         "gateway.upstream",

@@ -1,4 +1,4 @@
-"""The CreateOS adapter (over aiohttp; httpx only in the agent client).
+"""The CreateOS adapter (its own HTTP/1.1 transport over httptools; httpx only in the agent client).
 
 ``CreateOSClient`` speaks the REST API of docs/UPSTREAM.md; ``parse_envelope`` decides success;
 results are the frozen dataclasses of ``models``; failures are the ``Upstream*`` errors of

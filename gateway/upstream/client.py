@@ -1,11 +1,12 @@
 """The CreateOS REST client: the only module that talks HTTP to CreateOS.
 
-One ``aiohttp.ClientSession`` per instance (create one per process and share it), opened on
-the first call. aiohttp, not httpx: one pooled request costs about a fifth of httpx's client
-CPU on the reference machine (httpx's own request building and httpcore's anyio-based pool
-cost ~0.5 ms per call, more than the call itself on loopback; docs/PERFORMANCE.md). Every
-aiohttp exception becomes an ``UpstreamError`` in ``_transport_errors_mapped``; every reply
-goes through ``parse_envelope``; every result is a frozen dataclass from ``models``.
+One ``Transport`` per instance (create one per process and share it): keep-alive HTTP/1.1
+connections answered through httptools' parser (``transport.py``), not an HTTP client library:
+on the quote and status paths the library's own work cost more than the call itself on
+loopback (httpx about 510 µs of client CPU per name check, aiohttp about 300 µs, the transport
+about 120 µs; docs/PERFORMANCE.md). Every transport failure becomes an ``UpstreamError`` in
+``_transport_errors_mapped``; every reply goes through ``parse_envelope``; every result is a
+frozen dataclass from ``models``.
 
 Retries (docs/UPSTREAM.md section 6):
 
@@ -40,8 +41,6 @@ from collections.abc import (
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
-import aiohttp
-
 from gateway.headers import (
     ACCEPT,
     CONTENT_LENGTH,
@@ -59,6 +58,7 @@ from gateway.upstream.errors import (
     UpstreamUnreachable,
 )
 from gateway.upstream.models import BuildLogLine, Deployment, Project
+from gateway.upstream.transport import AnswerTooLarge, Transport, TransportError
 
 __all__ = ["MAX_FILES_PER_UPLOAD", "CreateOSClient"]
 
@@ -117,43 +117,37 @@ class CreateOSClient:
         self._max_answer_bytes = max_answer_bytes
         self._answer_seconds = answer_seconds
         self._upload_seconds = upload_timeout
-        # connect covers waiting for a pooled connection too; sock_read bounds each read. An
-        # upload gets its long timeout on reads as well: aiohttp arms the read timer when the
-        # request starts, before a 45 MB body has finished leaving.
-        self._timeout = aiohttp.ClientTimeout(
-            total=None, connect=connect_timeout, sock_read=read_timeout
-        )
-        self._upload_timeout = aiohttp.ClientTimeout(
-            total=None, connect=connect_timeout, sock_read=max(read_timeout, upload_timeout)
-        )
+        # The connect timeout covers waiting for a free connection too; the read timeout bounds
+        # each read. An upload waits for its answer up to the upload timeout: CreateOS answers
+        # once the whole body is in.
+        self._connect_timeout = connect_timeout
+        self._read_timeout = read_timeout
+        self._upload_read_timeout = max(read_timeout, upload_timeout)
         self._root = _api_root(base_url)
         self._headers = {
             CREATEOS_API_KEY: api_key,
             ACCEPT: "application/json",
             USER_AGENT: _USER_AGENT,
         }
-        self._session: aiohttp.ClientSession | None = None
+        self._transport: Transport | None = None
         self._closed = False
 
-    def _http(self) -> aiohttp.ClientSession:
-        """The pooled session, opened on first use (aiohttp binds it to the running loop)."""
-        if self._session is None:
+    def _http(self) -> Transport:
+        """The pooled transport, made on first use."""
+        if self._transport is None:
             if self._closed:
                 raise UpstreamError(internal="the CreateOS client is closed")
-            self._session = aiohttp.ClientSession(
-                headers=self._headers,
-                timeout=self._timeout,
-                cookie_jar=aiohttp.DummyCookieJar(),  # CreateOS sets none; keep no state
-                trust_env=False,  # configuration comes from config.py, not proxy variables
-                raise_for_status=False,
-            )
-        return self._session
+            try:
+                self._transport = Transport(self._root, headers=self._headers)
+            except ValueError as exc:
+                raise UpstreamError(internal=f"InvalidURL: {exc}", may_have_applied=False) from None
+        return self._transport
 
     async def aclose(self) -> None:
         self._closed = True
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._transport is not None:
+            await self._transport.close()
+            self._transport = None
 
     async def __aenter__(self) -> Self:
         return self
@@ -435,24 +429,27 @@ class CreateOSClient:
         started = self._timer()
         error_kind: str | None = None
         deadline = self._answer_seconds + (self._upload_seconds if upload else 0.0)
-        data: Any = content
+        data: bytes | AsyncIterable[bytes] | None = content
+        length: int | None = None
         if json_body is not None:
             data = json.dumps(json_body, separators=(",", ":"), ensure_ascii=False).encode()
             headers = {**(headers or {}), CONTENT_TYPE: "application/json"}
         elif files is not None:
-            data = aiohttp.FormData()
-            for field, (filename, value, content_type) in files.items():
-                data.add_field(field, value, filename=filename, content_type=content_type)
+            data, content_type = _multipart(files)
+            headers = {**(headers or {}), CONTENT_TYPE: content_type}
+        elif content is not None:
+            length = int((headers or {})[CONTENT_LENGTH])
         try:
             with _transport_errors_mapped():
                 async with asyncio.timeout(deadline):
                     status, body, retry_after = await self._exchange(
                         method,
-                        self._root + path,
+                        path,
                         params=params,
                         data=data,
+                        length=length,
                         headers=headers,
-                        limits=self._upload_timeout if upload else self._timeout,
+                        read_timeout=self._upload_read_timeout if upload else self._read_timeout,
                     )
             return parse_envelope(status, body, retry_after=retry_after)
         except UpstreamError as exc:
@@ -469,33 +466,47 @@ class CreateOSClient:
     async def _exchange(
         self,
         method: str,
-        url: str,
+        path: str,
         *,
         params: Mapping[str, str | int] | None,
-        data: Any,
+        data: bytes | AsyncIterable[bytes] | None,
+        length: int | None,
         headers: Mapping[str, str] | None,
-        limits: aiohttp.ClientTimeout,
+        read_timeout: float,
     ) -> tuple[int, bytes, str | None]:
         """One HTTP exchange; its status, body (at most ``max_answer_bytes``) and Retry-After."""
-        async with self._http().request(
-            method,
-            url,
-            params=params,
-            data=data,
-            headers=headers,
-            timeout=limits,
-            allow_redirects=False,
-        ) as response:
-            status = response.status
-            declared = response.headers.get(CONTENT_LENGTH, "")
-            if declared.isdigit() and int(declared) > self._max_answer_bytes:
-                raise _oversize(status, self._max_answer_bytes)
-            body = bytearray()
-            async for chunk in response.content.iter_any():  # decoded: a gzip bomb stops here
-                body += chunk
-                if len(body) > self._max_answer_bytes:
-                    raise _oversize(status, self._max_answer_bytes)
-            return status, bytes(body), response.headers.get(RETRY_AFTER)
+        try:
+            answer = await self._http().request(
+                method,
+                path,
+                params=params,
+                headers=headers,
+                body=data,
+                length=length,
+                connect_timeout=self._connect_timeout,
+                read_timeout=read_timeout,
+                max_answer_bytes=self._max_answer_bytes,
+            )
+        except AnswerTooLarge as exc:
+            raise _oversize(exc.status, self._max_answer_bytes) from None
+        return answer.status, answer.body, answer.headers.get(RETRY_AFTER.lower())
+
+
+def _multipart(files: Mapping[str, tuple[str, bytes, str]]) -> tuple[bytes, str]:
+    """A ``multipart/form-data`` body of ``files`` (field -> (filename, bytes, type)) and its
+    Content-Type."""
+    boundary = "gateway-" + "".join(random.choices("0123456789abcdef", k=32))
+    parts: list[bytes] = []
+    for field_name, (filename, value, content_type) in files.items():
+        quoted = filename.replace("\\", "\\\\").replace('"', '\\"')
+        parts.append(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{field_name}"; '
+            f'filename="{quoted}"\r\nContent-Type: {content_type}\r\n\r\n'.encode()
+        )
+        parts.append(value)
+        parts.append(b"\r\n")
+    parts.append(f"--{boundary}--\r\n".encode())
+    return b"".join(parts), f"multipart/form-data; boundary={boundary}"
 
 
 def _oversize(status: int, limit: int) -> UpstreamError:
@@ -508,45 +519,25 @@ def _oversize(status: int, limit: int) -> UpstreamError:
 
 @contextlib.contextmanager
 def _transport_errors_mapped() -> Iterator[None]:
-    """Turn aiohttp exceptions into ``UpstreamError``s; nothing from aiohttp passes upward.
+    """Turn transport failures into ``UpstreamError``s; nothing of the transport passes upward.
 
-    The internal message starts with what happened in words of our own (``ConnectError``,
-    ``ConnectTimeout``, ``ReadTimeout``, ``Disconnected``, ``ProtocolError``): the log and the
-    readiness probe name the failure, not the library. The aiohttp exception is not chained.
+    The internal message starts with what happened (``ConnectError``, ``ConnectTimeout``,
+    ``ReadTimeout``, ``Disconnected``, ``ProtocolError``): the log and the readiness probe name
+    the failure. A request that never left (no connection, or none in time) may be retried
+    whatever it was; after it left, CreateOS may have applied it.
     """
     try:
         yield
-    except aiohttp.ConnectionTimeoutError as exc:
-        # No connection (or no free pooled one) in time: the request never left.
-        raise UpstreamUnreachable(
-            internal=_describe("ConnectTimeout", exc), may_have_applied=False
-        ) from None
-    except aiohttp.ServerTimeoutError as exc:
-        # A read timed out: the request had left and may have been applied.
-        raise UpstreamUnreachable(
-            internal=_describe("ReadTimeout", exc), may_have_applied=True
-        ) from None
+    except TransportError as exc:
+        internal = _describe(exc.kind, exc)
+        if exc.kind == "ProtocolError":
+            # An answer that is not HTTP, after the request left.
+            raise UpstreamError(internal=internal, may_have_applied=True) from None
+        raise UpstreamUnreachable(internal=internal, may_have_applied=exc.sent) from None
     except TimeoutError:
         # The whole-answer deadline (asyncio.timeout): the request had left.
         raise UpstreamUnreachable(
             internal="no complete answer within the deadline", may_have_applied=True
-        ) from None
-    except aiohttp.ClientConnectorError as exc:
-        # The connection was refused or could not be made: any call may be retried.
-        raise UpstreamUnreachable(
-            internal=_describe("ConnectError", exc), may_have_applied=False
-        ) from None
-    except aiohttp.InvalidURL as exc:
-        raise UpstreamError(internal=_describe("InvalidURL", exc), may_have_applied=False) from None
-    except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
-        # Dropped connections, a truncated answer: the request may have been applied.
-        raise UpstreamUnreachable(
-            internal=_describe("Disconnected", exc), may_have_applied=True
-        ) from None
-    except aiohttp.ClientError as exc:
-        # An answer that is not HTTP, or anything else after the request left.
-        raise UpstreamError(
-            internal=_describe("ProtocolError", exc), may_have_applied=True
         ) from None
 
 
