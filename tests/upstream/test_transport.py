@@ -14,12 +14,14 @@ import shutil
 import ssl
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar
 
 import pytest
 
 from gateway.upstream.transport import AnswerTooLarge, Transport, TransportError
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+Failure = TypeVar("Failure", bound=Exception)
 
 
 class RawServer:
@@ -80,6 +82,27 @@ async def call(transport: Transport, **kwargs: object) -> object:
     }
     options.update(kwargs)
     return await transport.request("GET", "/thing", **options)  # type: ignore[arg-type]
+
+
+async def failure_of(reply: bytes, expected: type[Failure], *, linger: float) -> Failure:
+    """What one request raises when the server answers ``reply`` (and keeps the connection
+    open ``linger`` seconds after it)."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await server.read_request(reader)
+        writer.write(reply)
+        await writer.drain()
+        await asyncio.sleep(linger)
+
+    server = RawServer(handler)
+    async with server:
+        transport = Transport(server.url)
+        try:
+            with pytest.raises(expected) as caught:
+                await call(transport)
+        finally:
+            await transport.close()
+    return caught.value
 
 
 @pytest.fixture
@@ -202,21 +225,8 @@ async def test_chunked_gzip_and_close_delimited_answers_are_read_whole() -> None
     ],
 )
 async def test_an_answer_over_the_limit_is_refused(reply: bytes) -> None:
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await server.read_request(reader)
-        writer.write(reply)
-        await writer.drain()
-        await asyncio.sleep(1)
-
-    server = RawServer(handler)
-    async with server:
-        transport = Transport(server.url)
-        try:
-            with pytest.raises(AnswerTooLarge) as caught:
-                await call(transport)
-        finally:
-            await transport.close()
-    assert caught.value.status == 200
+    refused = await failure_of(reply, AnswerTooLarge, linger=1.0)
+    assert refused.status == 200
 
 
 @pytest.mark.parametrize(
@@ -232,21 +242,9 @@ async def test_an_answer_over_the_limit_is_refused(reply: bytes) -> None:
     ],
 )
 async def test_a_broken_answer_is_a_failure_after_sending(reply: bytes, kind: str) -> None:
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await server.read_request(reader)
-        writer.write(reply)
-        await writer.drain()
-
-    server = RawServer(handler)
-    async with server:
-        transport = Transport(server.url)
-        try:
-            with pytest.raises(TransportError) as caught:
-                await call(transport)
-        finally:
-            await transport.close()
-    assert caught.value.kind == kind
-    assert caught.value.sent is True
+    failed = await failure_of(reply, TransportError, linger=0.0)
+    assert failed.kind == kind
+    assert failed.sent is True
 
 
 async def test_silence_is_a_read_timeout_and_a_refused_connect_sends_nothing() -> None:
