@@ -14,6 +14,8 @@ Series (every name starts with ``gateway_``; labels are bounded sets, never raw 
   ``payments_unavailable_total{chain}`` (503: RPC down or verification timed out),
   ``credits_added_micro_usd_total{chain,token}``, ``payment_reversals_total{chain}`` and
   ``reversed_micro_usd_total{chain}``;
+- ``name_checks_total{source}``: every name check of a deploy; source ``createos`` (asked) or
+  ``remembered`` (an unpaid quote answered from CreateOS's answer of the last few seconds);
 - ``deploys_total{kind,outcome}``: kind deploy|redeploy; outcome started, payment_required,
   conflict, rejected, upstream_failed, unavailable, error;
 - ``upstream_request_seconds{endpoint}`` (histogram) and ``upstream_errors_total{endpoint,kind}``,
@@ -102,6 +104,12 @@ class GatewayMetrics:
         )
         self.payments_seen = Counter(
             "gateway_payments_seen_total", "X-Payment-Tx submissions", ["chain"], registry=r
+        )
+        self.name_checks = Counter(
+            "gateway_name_checks_total",
+            "Deploy name checks, asked of CreateOS or answered from its recent answer",
+            ["source"],
+            registry=r,
         )
         self.payments_verified = Counter(
             "gateway_payments_verified_total",
@@ -226,6 +234,9 @@ class GatewayMetrics:
 
     def quote_issued(self, chain: str, token: str) -> None:
         self.quotes_issued.labels(label(chain), label(token)).inc()
+
+    def name_checked(self, *, remembered: bool) -> None:
+        self.name_checks.labels("remembered" if remembered else "createos").inc()
 
     def payment_seen(self, chain: str) -> None:
         self.payments_seen.labels(label(chain)).inc()

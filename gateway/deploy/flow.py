@@ -443,6 +443,7 @@ class DeployFlow:
         if quote_only:
             remembered = self._quoted.recall(name)
             if remembered is not None:
+                self._metrics.name_checked(remembered=True)
                 if not remembered:
                     raise name_taken()
                 return True
@@ -452,6 +453,7 @@ class DeployFlow:
     async def _name_free_upstream(self, name: str) -> None:
         """409 unless CreateOS says the name is free now; its answer is remembered for quotes."""
         available = await self._upstream.is_name_available(name)
+        self._metrics.name_checked(remembered=False)
         self._quoted.remember(name, available)
         if not available:
             raise name_taken()

@@ -90,6 +90,9 @@ async def test_quotes_of_one_name_ask_createos_once(
     # Another name is its own question.
     assert (await deploy(gw, agent, deploy_body("quoted-other"))).status_code == 402
     assert name_checks(sim) == 2
+    metrics = (await gw.client.get("/metrics")).text
+    assert 'gateway_name_checks_total{source="createos"} 2.0' in metrics
+    assert 'gateway_name_checks_total{source="remembered"} 2.0' in metrics
 
 
 async def test_a_taken_name_stays_a_409_for_quotes_without_asking_again(
