@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import contextvars
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
@@ -53,6 +53,30 @@ def storage_errors() -> Iterator[None]:
         ) from exc
 
 
+class _StorageErrors:
+    """``Store._errors``: a class, not a ``contextmanager`` generator, because it wraps every
+    Redis call of every request (one shared instance; it keeps no state)."""
+
+    __slots__ = ("_store",)
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> Literal[False]:
+        if exc is None or not isinstance(exc, RedisError | OSError):
+            return False  # no error, or not the store's: it passes unchanged
+        if isinstance(exc, RedisConnectionError | OSError):
+            self._store._lost_connection()
+        raise Unavailable(
+            "Storage unavailable", internal=f"redis: {exc!r}", headers={RETRY_AFTER: "5"}
+        ) from exc
+
+
 class Store:
     """The Redis connection, its key space and its scripts."""
 
@@ -71,6 +95,7 @@ class Store:
         self.keys = keys
         self.scripts = scripts
         self.topology = topology or ("cluster" if isinstance(redis, RedisCluster) else "single")
+        self._guard = _StorageErrors(self)
 
     # --- durability -------------------------------------------------------------------------
 
@@ -88,24 +113,19 @@ class Store:
         finally:
             _DURABLE.reset(token)
 
-    @contextlib.contextmanager
-    def _errors(self) -> Iterator[None]:
+    def _errors(self) -> _StorageErrors:
         """``storage_errors``; a lost connection also closes the idle pooled ones, which died
         with it (a restarted or failed-over server), so the next requests open fresh ones
         instead of each meeting a dead socket. Nothing is sent again."""
-        try:
-            with storage_errors():
-                yield
-        except Unavailable as exc:
-            if isinstance(exc.__cause__, RedisConnectionError | OSError) and not isinstance(
-                self._redis, RedisCluster
-            ):
-                task = asyncio.ensure_future(
-                    self._redis.connection_pool.disconnect(inuse_connections=False)
-                )
-                self._releasing.add(task)
-                task.add_done_callback(self._releasing.discard)
-            raise
+        return self._guard
+
+    def _lost_connection(self) -> None:
+        if isinstance(self._redis, RedisCluster):
+            return
+        pool = self._redis.connection_pool
+        task = asyncio.ensure_future(pool.disconnect(inuse_connections=False))
+        self._releasing.add(task)
+        task.add_done_callback(self._releasing.discard)
 
     def _is_durable(self, durable: bool) -> bool:
         return self.scripts.replica_acks > 0 and (durable or _DURABLE.get())
