@@ -24,7 +24,9 @@ Invariants:
   (storage down) is deleted upstream again.
 - Names: a name held by another wallet (``name_owner``) or taken upstream (and not by this
   wallet's half-made project) is a 409 before any payment; right before the create the name
-  is claimed atomically, so two wallets racing for it cannot both create it.
+  is claimed atomically, so two wallets racing for it cannot both create it. A request
+  without payment may be quoted on CreateOS's answer of the last few seconds
+  (``QuotedNames``); a paid one, or one deploying on credits, asks CreateOS itself.
 """
 
 from __future__ import annotations
@@ -486,9 +488,7 @@ class DeployFlow:
                     raise refused.offering(quote.amount_micro, quote.chain.name) from None
                 raise
         if payment.tx is None:
-            if name_check is not None:
-                await name_check
-            return None
+            return None  # a redeploy without payment (a deploy's name check is its own)
         if name_check is None:
             return await self._payments.accept(
                 wallet, tx=payment.tx, chain=payment.chain, token=payment.token

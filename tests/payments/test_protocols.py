@@ -782,6 +782,27 @@ async def test_anonymous_quotes_draw_on_the_clients_rate_limit(
     assert len(checks) == 3
 
 
+async def test_anonymous_quotes_of_one_name_ask_createos_once_and_the_paid_retry_again(
+    gw: Gateway, chains: dict[str, AnvilNode], sim: CreateOSSimulator
+) -> None:
+    """Quotes without wallet headers reuse CreateOS's recent answer about the name, as a
+    wallet's do (``upstream.quote_name_seconds``); the stock client's paid request asks again."""
+
+    def name_checks() -> int:
+        return sum(1 for r in sim.requests if r.path.endswith("/available-unique-name"))
+
+    for _ in range(3):
+        quoted = await gw.client.post("/agent/deploy", json=deploy_body("anon-again"))
+        assert quoted.status_code == 402, quoted.text
+    assert name_checks() == 1
+    client, _ = x402_client(gw, gasless_payer(chains["arbitrum"]))
+    async with client:
+        paid = await client.post("/agent/deploy", json=deploy_body("anon-again"))
+    assert paid.status_code == 200, paid.text
+    # The stock client's first, unpaid request is a quote too (remembered); its paid retry asks.
+    assert name_checks() == 2
+
+
 async def test_a_stock_client_redeploys_its_own_project_and_is_refused_anothers(
     gw: Gateway, chains: dict[str, AnvilNode], sim: CreateOSSimulator
 ) -> None:
