@@ -48,9 +48,13 @@ def storage_errors() -> Iterator[None]:
     try:
         yield
     except (RedisError, OSError) as exc:
-        raise Unavailable(
-            "Storage unavailable", internal=f"redis: {exc!r}", headers={RETRY_AFTER: "5"}
-        ) from exc
+        raise _unavailable(exc) from exc
+
+
+def _unavailable(exc: BaseException) -> Unavailable:
+    return Unavailable(
+        "Storage unavailable", internal=f"redis: {exc!r}", headers={RETRY_AFTER: "5"}
+    )
 
 
 class _StorageErrors:
@@ -72,9 +76,7 @@ class _StorageErrors:
             return False  # no error, or not the store's: it passes unchanged
         if isinstance(exc, RedisConnectionError | OSError):
             self._store._lost_connection()
-        raise Unavailable(
-            "Storage unavailable", internal=f"redis: {exc!r}", headers={RETRY_AFTER: "5"}
-        ) from exc
+        raise _unavailable(exc) from exc
 
 
 class Store:
