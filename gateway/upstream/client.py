@@ -43,7 +43,6 @@ from typing import Any, Self, TypeVar
 
 from gateway.headers import (
     ACCEPT,
-    CONTENT_LENGTH,
     CONTENT_TYPE,
     CREATEOS_API_KEY,
     RETRY_AFTER,
@@ -281,13 +280,12 @@ class CreateOSClient:
         return _id_of(payload, "upload reply")
 
     async def _upload_files_body(self, project_id: str, body: _FilesBody) -> str:
-        headers = {CONTENT_TYPE: "application/json", CONTENT_LENGTH: str(body.length)}
         payload = await self._retrying(
             lambda: self._send(
                 "PUT",
                 f"/projects/{project_id}/deployments/files/base64",
-                content=body.chunks(),  # a fresh stream for every attempt
-                headers=headers,
+                content=(body.chunks(), body.length),  # a fresh stream for every attempt
+                headers={CONTENT_TYPE: "application/json"},
                 upload=True,
             ),
             idempotent=False,
@@ -416,29 +414,30 @@ class CreateOSClient:
         *,
         params: Mapping[str, str | int] | None = None,
         json_body: Any = None,
-        content: AsyncIterable[bytes] | None = None,
+        content: tuple[AsyncIterable[bytes], int] | None = None,
         files: Mapping[str, tuple[str, bytes, str]] | None = None,
         headers: Mapping[str, str] | None = None,
         upload: bool = False,
     ) -> Any:
         """One request, one envelope: the payload, or an ``UpstreamError``.
 
-        ``upload`` selects the long write timeout.
+        ``content``: a streamed body and its length in bytes. ``upload`` selects the long
+        write timeout.
         """
         operation = f"{method} {path}"
         started = self._timer()
         error_kind: str | None = None
         deadline = self._answer_seconds + (self._upload_seconds if upload else 0.0)
-        data: bytes | AsyncIterable[bytes] | None = content
+        data: bytes | AsyncIterable[bytes] | None = None
         length: int | None = None
-        if json_body is not None:
+        if content is not None:
+            data, length = content
+        elif json_body is not None:
             data = json.dumps(json_body, separators=(",", ":"), ensure_ascii=False).encode()
             headers = {**(headers or {}), CONTENT_TYPE: "application/json"}
         elif files is not None:
             data, content_type = _multipart(files)
             headers = {**(headers or {}), CONTENT_TYPE: content_type}
-        elif content is not None:
-            length = int((headers or {})[CONTENT_LENGTH])
         try:
             with _transport_errors_mapped():
                 async with asyncio.timeout(deadline):
