@@ -381,7 +381,7 @@ def _client(connection: RedisConnection) -> tuple[Redis | RedisCluster, list[Red
         sentinel_kwargs: dict[str, Any] = {"decode_responses": True, "retry": no_retry, **tls}
         if connection.sentinel_password:
             sentinel_kwargs["password"] = connection.sentinel_password
-        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        sentinel = Sentinel(  # type: ignore[no-untyped-call,unused-ignore]  # typed from redis 8.2
             list(connection.sentinels),
             sentinel_kwargs=sentinel_kwargs,
             socket_timeout=5,
