@@ -1,7 +1,7 @@
 """The paid deploy under realistic network delays: from the retry with the payment to the 200.
 
     .venv/bin/python -m bench.paid_path [--runs 20] [--createos-ms 100] [--rpc-ms 50]
-        [--pay transfer|gasless|both]
+        [--pay transfer|gasless|both] [--show-redis]
 
 ``--pay gasless`` retries with an x402 ``PAYMENT-SIGNATURE`` (an EIP-3009 authorization the
 gateway settles itself: the timed request then includes the settlement's RPC calls and its
@@ -138,7 +138,13 @@ GASLESS_SETTLE_RPC_CHAIN = 3
 
 
 def report(
-    runs: list[Run], createos_ms: float, rpc_ms: float, redis_ms: float, pay: str = "transfer"
+    runs: list[Run],
+    createos_ms: float,
+    rpc_ms: float,
+    redis_ms: float,
+    pay: str = "transfer",
+    *,
+    show_redis: bool = False,
 ) -> None:
     totals = [r.seconds * 1000 for r in runs]
     if pay == "gasless":
@@ -187,6 +193,8 @@ def report(
     typical = sorted(runs, key=lambda r: r.seconds)[len(runs) // 2]
     calls = [("CreateOS " + _route(e.request_line or ""), e.time) for e in typical.createos]
     calls += [("RPC " + ",".join(e.methods or ("?",)), e.time) for e in typical.rpc]
+    if show_redis:
+        calls += [("Redis " + " ".join(e.methods or ("?",)), e.time) for e in typical.redis]
     commands: Counter[str] = Counter()
     for r in runs:
         commands.update(m for e in r.redis for m in e.methods)
@@ -224,6 +232,11 @@ def main() -> None:
     parser.add_argument("--rpc-ms", type=float, default=50.0)
     parser.add_argument("--redis-ms", type=float, default=0.0)
     parser.add_argument("--pay", choices=("transfer", "gasless", "both"), default="transfer")
+    parser.add_argument(
+        "--show-redis",
+        action="store_true",
+        help="put each Redis write (its commands) in the median run's timeline",
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="bench-paid-") as tmp_name:
@@ -284,7 +297,14 @@ def main() -> None:
                         for way in ways:
                             runs[way].append(one_run(client, nodes["arbitrum"], proxies, i, way))
                 for way in ways:
-                    report(runs[way], args.createos_ms, args.rpc_ms, args.redis_ms, way)
+                    report(
+                        runs[way],
+                        args.createos_ms,
+                        args.rpc_ms,
+                        args.redis_ms,
+                        way,
+                        show_redis=args.show_redis,
+                    )
         finally:
             for node in nodes.values():
                 node.stop()

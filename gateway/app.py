@@ -169,7 +169,6 @@ def create_app(
                 store=store,
                 upstream=createos,
                 payments=payments,
-                ledger=ledger,
                 ownership=ownership,
                 clock=clock,
                 metrics=metrics,

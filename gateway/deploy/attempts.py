@@ -5,7 +5,10 @@
   that fails half-way leaves it behind, so the retry adopts the half-made project instead of
   failing on its own name. It expires after ``ATTEMPT_TTL_MS`` and is deleted on success.
 - ``DeployLocks``: ``SET NX PX`` with a random token, released only by its holder (Lua), so
-  two concurrent deploys of one name by one wallet never both create or upload.
+  two concurrent deploys of one name by one wallet never both create or upload. Taking the
+  lock reads, in the same script, what the deploy decides on (``Held``: the attempt, the
+  balance, the project ids), and releasing it forgets a finished attempt: one command each,
+  where a quote would otherwise send four before its answer and two after it.
 
 Name claims live with the project records (``gateway.projects.records.NameClaims``).
 """
@@ -14,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from enum import Enum
 
@@ -59,20 +62,8 @@ class DeployAttempts:
         self._clock = clock
 
     async def load(self, wallet: str, unique_name: str) -> Attempt | None:
-        fields = await self._store.hash(self._store.keys.deploy_attempt(wallet, unique_name))
-        if not fields:
-            return None
-        try:
-            step = Step(fields.get("step", ""))
-        except ValueError:
-            return None  # an unreadable record is no evidence of anything upstream
-        return Attempt(
-            kind=fields.get("kind", "deploy"),
-            step=step,
-            project_id=fields.get("project_id") or None,
-            deployment_id=fields.get("deployment_id") or None,
-            known_deployments=tuple(d for d in fields.get("known", "").split(",") if d),
-            started_ms=int(fields.get("started_ms") or 0),
+        return parse_attempt(
+            await self._store.hash(self._store.keys.deploy_attempt(wallet, unique_name))
         )
 
     async def record(
@@ -114,6 +105,41 @@ class DeployAttempts:
         await self._store.delete(self._store.keys.deploy_attempt(wallet, unique_name))
 
 
+def parse_attempt(fields: Mapping[str, str]) -> Attempt | None:
+    """The attempt a record's fields describe; ``None`` for no record or an unreadable one."""
+    if not fields:
+        return None
+    try:
+        step = Step(fields.get("step", ""))
+    except ValueError:
+        return None  # an unreadable record is no evidence of anything upstream
+    return Attempt(
+        kind=fields.get("kind", "deploy"),
+        step=step,
+        project_id=fields.get("project_id") or None,
+        deployment_id=fields.get("deployment_id") or None,
+        known_deployments=tuple(d for d in fields.get("known", "").split(",") if d),
+        started_ms=int(fields.get("started_ms") or 0),
+    )
+
+
+@dataclass(slots=True)
+class Held:
+    """A held deploy lock and what was read when it was taken, in the same atomic step.
+
+    ``balance_micro`` and ``project_ids`` are the wallet's as of the lock: the decision of a
+    request without payment rests on them (a payment's credit returns the balance after it).
+    ``finished()`` marks the deploy done: the release then forgets its attempt too."""
+
+    attempt: Attempt | None
+    balance_micro: int
+    project_ids: tuple[str, ...]
+    forget_attempt: bool = False
+
+    def finished(self) -> None:
+        self.forget_attempt = True
+
+
 class DeployLocks:
     """At most one deploy per (wallet, uniqueName) at a time, across every gateway process."""
 
@@ -122,22 +148,40 @@ class DeployLocks:
         self._ttl_ms = ttl_ms
 
     @contextlib.asynccontextmanager
-    async def hold(self, wallet: str, unique_name: str) -> AsyncIterator[None]:
+    async def hold(self, wallet: str, unique_name: str) -> AsyncIterator[Held]:
         """Hold the lock for the block; 409 ``deploy_in_progress`` when another request has it.
 
         The lock expires after ``ttl_ms`` even if its holder dies; it is sized to outlast the
-        slowest deploy (upload timeout included).
+        slowest deploy (upload timeout included). Released when the block ends, however it
+        ends; with the attempt record too after ``Held.finished()`` (only while the lock is
+        still this request's: a deploy that outlived its lock leaves the record to expire).
         """
-        key = self._store.keys.deploy_lock(wallet, unique_name)
+        keys = self._store.keys
+        lock = keys.deploy_lock(wallet, unique_name)
+        attempt_key = keys.deploy_attempt(wallet, unique_name)
         token = secrets.token_hex(16)
-        if not await self._store.put_if_absent(key, token, ttl_ms=self._ttl_ms):
+        taken = await self._store.run(
+            "hold_deploy",
+            [lock, attempt_key, keys.balance(wallet), keys.wallet_projects(wallet)],
+            [token, self._ttl_ms],
+        )
+        if not taken[0]:
             raise Conflict(
                 "A deploy of this project is already in progress for this wallet; "
                 "retry when it has finished",
                 code="deploy_in_progress",
                 headers={RETRY_AFTER: "5"},
             )
+        flat = taken[1]
+        held = Held(
+            attempt=parse_attempt(dict(zip(flat[::2], flat[1::2], strict=True))),
+            balance_micro=int(taken[2] or 0),
+            project_ids=tuple(sorted(taken[3])),
+        )
         try:
-            yield
+            yield held
         finally:
-            await self._store.release(key, token)  # retried in the background if Redis is away
+            # Retried in the background if Redis is away (compare-and-delete: safe to resend).
+            await self._store.release_with(
+                "release_deploy", [lock, attempt_key], [token, int(held.forget_attempt)]
+            )

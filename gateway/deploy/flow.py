@@ -42,7 +42,14 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeGuard, TypeVar
 
 from gateway.config import Settings
-from gateway.deploy.attempts import ATTEMPT_TTL_MS, Attempt, DeployAttempts, DeployLocks, Step
+from gateway.deploy.attempts import (
+    ATTEMPT_TTL_MS,
+    Attempt,
+    DeployAttempts,
+    DeployLocks,
+    Held,
+    Step,
+)
 from gateway.deploy.quoted_names import QuotedNames
 from gateway.deploy.validation import (
     DeployRequest,
@@ -59,7 +66,6 @@ from gateway.errors import (
     UpstreamFailed,
 )
 from gateway.headers import RETRY_AFTER
-from gateway.ledger import Ledger
 from gateway.metrics import GatewayMetrics
 from gateway.payments.gasless import GaslessPaid, GaslessPayments, refusal
 from gateway.payments.protocols import BoundPayment, Credential, RequestContext
@@ -208,7 +214,6 @@ class DeployFlow:
         store: Store,
         upstream: Upstream,
         payments: Payments,
-        ledger: Ledger,
         ownership: Ownership,
         clock: Clock = system_clock,
         metrics: GatewayMetrics | None = None,
@@ -219,7 +224,6 @@ class DeployFlow:
         self._settings = settings
         self._upstream = upstream
         self._payments = payments
-        self._ledger = ledger
         self._ownership = ownership
         self._attempts = DeployAttempts(store, clock=clock)
         self._locks = DeployLocks(store, ttl_ms=deploy_lock_ttl_ms(settings))
@@ -281,8 +285,8 @@ class DeployFlow:
         if bound is not None:
             wallet, bound = await self._payer(bound, wallet, quote)
         assert wallet is not None
-        async with self._locks.hold(wallet.address, name):
-            attempt = await self._attempts.load(wallet.address, name)
+        async with self._locks.hold(wallet.address, name) as held:
+            attempt = held.attempt
             if attempt is not None and attempt.kind != "deploy":
                 attempt = None
             recalled = False
@@ -298,7 +302,9 @@ class DeployFlow:
                     bound,
                     name_check=self._check_name_free(wallet, name, attempt),
                 )
-            decision, money = await self._decide(wallet, quote, payment, credited, itself=False)
+            decision, money = await self._decide(
+                wallet, quote, payment, credited, held, itself=False
+            )
             if recalled:  # deploying on credits: a remembered answer served quotes only
                 await self._name_free_upstream(name)
             async with self._answering_upstream_failures(money):
@@ -313,7 +319,7 @@ class DeployFlow:
                 display_name=request.display_name,
                 deployment_id=deployment_id,
             )
-            await self._attempts.forget(wallet.address, name)
+            held.finished()  # the lock's release forgets the attempt
         log.info(
             "deploy started",
             extra={"wallet": wallet.address, "project": project_id, "deployment": deployment_id},
@@ -339,7 +345,7 @@ class DeployFlow:
         assert wallet is not None
         record = await self._ownership.require_owner(project_id, wallet.address)
         name = record.unique_name
-        async with self._locks.hold(wallet.address, name):
+        async with self._locks.hold(wallet.address, name) as held:
             record = await self._ownership.require_owner(project_id, wallet.address)
             if record.status == ProjectStatus.SUSPENDED.value:
                 raise Conflict(
@@ -347,13 +353,15 @@ class DeployFlow:
                     "(POST /agent/credits/topup) and it resumes, then deploy again",
                     code="project_suspended",
                 )
-            attempt = await self._attempts.load(wallet.address, name)
+            attempt = held.attempt
             if attempt is not None and (
                 attempt.kind != "redeploy" or attempt.project_id != project_id
             ):
                 attempt = None
             credited = await self._accept_payment(wallet, payment, quote, bound)
-            decision, money = await self._decide(wallet, quote, payment, credited, itself=True)
+            decision, money = await self._decide(
+                wallet, quote, payment, credited, held, itself=True
+            )
             async with self._answering_upstream_failures(money):
                 deployment_id = await self._upload_or_adopt(
                     wallet,
@@ -365,7 +373,7 @@ class DeployFlow:
                     known=record.deployments,
                 )
             await self._ownership.add_deployment(project_id, deployment_id)
-            await self._attempts.forget(wallet.address, name)
+            held.finished()
         log.info(
             "redeploy started",
             extra={"wallet": wallet.address, "project": project_id, "deployment": deployment_id},
@@ -522,6 +530,7 @@ class DeployFlow:
         quote: Quote,
         payment: PaymentHeaders,
         paid: PaymentCredited | GaslessPaid | None,
+        held: Held,
         *,
         itself: bool,
     ) -> tuple[DeployOnCredits, _Money]:
@@ -529,13 +538,18 @@ class DeployFlow:
         in to credits shared with other projects, and a 402 after it asks only the shortfall
         (``decide``). ``itself``: the project being deployed is already one of the wallet's
         active projects (a redeploy) and is not counted. A protocol payment that covers the
-        quote deploys with no sharing warning: the client paid the price it was asked."""
+        quote deploys with no sharing warning: the client paid the price it was asked.
+
+        Without a payment the balance and the project ids are those read with the lock
+        (``held``: a few milliseconds old, as a read here would be by the create); after one,
+        the credit's own balance, and the projects read again (the verification took a while)."""
         credited = paid.credited if isinstance(paid, GaslessPaid) else paid
         if credited is not None:
             balance = credited.balance_micro
+            active = await self._ownership.active_count(wallet.address)
         else:
-            balance = await self._ledger.balance(wallet.address)
-        active = await self._ownership.active_count(wallet.address)
+            balance = held.balance_micro
+            active = await self._ownership.active_count(wallet.address, among=held.project_ids)
         if itself:
             active = max(0, active - 1)
         credited_micro = None if credited is None else credited.amount_micro

@@ -16,6 +16,7 @@ docs/PAYMENTS.md section 5).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 
@@ -118,9 +119,15 @@ class Ownership:
             durable=True,
         )
         await self._store.put(k.name_owner(unique_name), wallet.lower(), ttl_ms=None, durable=True)
-        record = await self.get(project_id)
-        assert record is not None
-        return record
+        return ProjectRecord(  # what the script wrote: no read back
+            project_id=project_id,
+            wallet=wallet.lower(),
+            unique_name=unique_name.lower(),
+            display_name=display_name,
+            status=ProjectStatus.ACTIVE.value,
+            created_at_ms=now_ms,
+            deployments=(deployment_id,) if deployment_id else (),
+        )
 
     async def add_deployment(self, project_id: str, deployment_id: str) -> None:
         """Append a deployment id (redeploys) to the project's list, atomically."""
@@ -175,9 +182,18 @@ class Ownership:
         return record
 
     async def projects_of(
-        self, wallet: str, *, include_deleted: bool = False
+        self,
+        wallet: str,
+        *,
+        include_deleted: bool = False,
+        among: Sequence[str] | None = None,
     ) -> list[ProjectRecord]:
-        ids = sorted(await self._store.members(self._keys.wallet_projects(wallet)))
+        """The wallet's project records, oldest first. ``among``: its project ids as already
+        read (the deploy lock reads them), instead of reading the set again."""
+        if among is None:
+            ids = sorted(await self._store.members(self._keys.wallet_projects(wallet)))
+        else:
+            ids = sorted(among)
         raws = await self._store.hashes(
             [self._keys.project(wallet, project_id) for project_id in ids]
         )
@@ -188,8 +204,10 @@ class Ownership:
                 records.append(record)
         return sorted(records, key=lambda r: r.created_at_ms)
 
-    async def active_count(self, wallet: str) -> int:
-        return sum(1 for r in await self.projects_of(wallet) if r.status in LIVE_STATUSES)
+    async def active_count(self, wallet: str, *, among: Sequence[str] | None = None) -> int:
+        """Projects that count as sharing the wallet's credits (active or suspended)."""
+        records = await self.projects_of(wallet, among=among)
+        return sum(1 for r in records if r.status in LIVE_STATUSES)
 
     async def set_status(self, project_id: str, status: ProjectStatus) -> None:
         """Set the status and keep the metered set in step: a live project joins it before its

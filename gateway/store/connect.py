@@ -140,23 +140,27 @@ class Store:
             return await self.scripts.run(script, keys, args, durable=self._is_durable(durable))
 
     async def release(self, key: str, token: str) -> None:
-        """Delete ``key`` if it still holds ``token`` (a lock, a lease). Re-sending this is
-        safe (compare-and-delete), unlike most writes: if Redis is unreachable now (a failover
-        under way), it is retried in the background for up to a minute, so a lock does not
-        outlive its holder's request by its whole TTL, and the caller's own error stands."""
+        """Delete ``key`` if it still holds ``token`` (a lock, a lease); see ``release_with``."""
+        await self.release_with("release_lock", [key], [token])
+
+    async def release_with(self, script: str, keys: list[str], args: list[Any]) -> None:
+        """Run a compare-and-delete script (``release_lock``, ``release_deploy``). Re-sending
+        one is safe, unlike most writes: if Redis is unreachable now (a failover under way),
+        it is retried in the background for up to a minute, so a lock does not outlive its
+        holder's request by its whole TTL, and the caller's own error stands."""
         try:
-            await self.run("release_lock", [key], [token])
+            await self.run(script, keys, args)
         except Unavailable:
-            task = asyncio.ensure_future(self._release_later(key, token))
+            task = asyncio.ensure_future(self._release_later(script, keys, args))
             self._releasing.add(task)
             task.add_done_callback(self._releasing.discard)
 
-    async def _release_later(self, key: str, token: str) -> None:
+    async def _release_later(self, script: str, keys: list[str], args: list[Any]) -> None:
         delay = 0.5
         for _ in range(12):
             await asyncio.sleep(delay)
             try:
-                await self.run("release_lock", [key], [token])
+                await self.run(script, keys, args)
                 return
             except Unavailable:
                 delay = min(delay * 2, 8.0)
