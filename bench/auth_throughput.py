@@ -42,6 +42,13 @@ def _free_port() -> int:
 
 @contextlib.contextmanager
 def uvicorn_server(factory: str, env: dict[str, str]) -> Iterator[int]:
+    with uvicorn_process(factory, env) as (port, _pid):
+        yield port
+
+
+@contextlib.contextmanager
+def uvicorn_process(factory: str, env: dict[str, str]) -> Iterator[tuple[int, int]]:
+    """One uvicorn worker serving ``factory``: its port and its process id."""
     port = _free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "--factory", factory, "--port", str(port),
@@ -57,7 +64,7 @@ def uvicorn_server(factory: str, env: dict[str, str]) -> Iterator[int]:
                 break
             except httpx.HTTPError:
                 time.sleep(0.1)
-        yield port
+        yield port, process.pid
     finally:
         process.terminate()
         process.wait(10)

@@ -17,7 +17,10 @@ Each server is one uvicorn worker (uvloop, httptools, no access log) in its own 
 The peers' 402 does less than ours: no signature, no Redis, no body validation, no name check.
 Rounds run the five in turn (interleaved), ``--requests`` each on ``--concurrency`` keep-alive
 connections from ``bench.loadgen``; prints the median of the rounds and each one's ratio to
-the x402 SDK. Needs the dev extra (``x402``, ``pympp``, ``fastapi``).
+the x402 SDK, and the server process's own CPU per request (user + system time from
+``/proc/<pid>/stat`` over the round, Linux): on a shared 2-core machine the request rate moves
+with everything else running, the CPU a request costs its server much less. Needs the dev
+extra (``x402``, ``pympp``, ``fastapi``).
 """
 
 from __future__ import annotations
@@ -25,9 +28,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 
-from bench.auth_throughput import uvicorn_server
+from bench.auth_throughput import uvicorn_process
 from bench.deploy_stack import DeployStack, machine_summary
 from bench.loadgen import LoadResult, build_request, median, run_load
 from bench.quote_path import quote_body, quote_requests
@@ -48,30 +52,33 @@ def peer_requests(count: int) -> list[bytes]:
 def run(args: argparse.Namespace) -> None:
     names = (BARE, X402, MPP, OURS, OURS_AGAIN)
     results: dict[str, list[LoadResult]] = {name: [] for name in names}
+    cpu: dict[str, list[float]] = {name: [] for name in names}
     with (
         DeployStack.start() as stack,
-        uvicorn_server("bench.apps:bare_app", {}) as bare_port,
-        uvicorn_server("bench.peer_apps:x402_app", {}) as x402_port,
-        uvicorn_server("bench.peer_apps:mpp_app", {}) as mpp_port,
+        uvicorn_process("bench.apps:bare_app", {}) as (bare_port, bare_pid),
+        uvicorn_process("bench.peer_apps:x402_app", {}) as (x402_port, x402_pid),
+        uvicorn_process("bench.peer_apps:mpp_app", {}) as (mpp_port, mpp_pid),
     ):
-        ours_port = int(stack.gateway_url.rsplit(":", 1)[1])
+        ours = (int(stack.gateway_url.rsplit(":", 1)[1]), stack.gateway_pid)
         loads = {
-            BARE: (bare_port, lambda n: [build_request("GET", "/agent/ping")] * n),
-            X402: (x402_port, peer_requests),
-            MPP: (mpp_port, peer_requests),
-            OURS: (ours_port, lambda n: quote_requests(n, 4 * args.concurrency)),
+            BARE: (bare_port, bare_pid, lambda n: [build_request("GET", "/agent/ping")] * n),
+            X402: (x402_port, x402_pid, peer_requests),
+            MPP: (mpp_port, mpp_pid, peer_requests),
+            OURS: (*ours, lambda n: quote_requests(n, 4 * args.concurrency)),
             OURS_AGAIN: (
-                ours_port,
+                *ours,
                 lambda n: quote_requests(n, 4 * args.concurrency, args.concurrency),
             ),
         }
-        for port, make in loads.values():  # warm-up: connections, pools, scripts
+        for port, _pid, make in loads.values():  # warm-up: connections, pools, scripts
             asyncio.run(run_load("127.0.0.1", port, make(200), args.concurrency))
         for round_no in range(args.rounds):
             line = []
-            for name, (port, make) in loads.items():
+            for name, (port, pid, make) in loads.items():
                 requests = make(args.requests)
+                before = process_cpu_seconds(pid)
                 result = asyncio.run(run_load("127.0.0.1", port, requests, args.concurrency))
+                cpu[name].append((process_cpu_seconds(pid) - before) / len(requests))
                 results[name].append(result)
                 line.append(f"{result.rps:,.0f}")
             print(f"round {round_no + 1}/{args.rounds} (req/s): "
@@ -79,9 +86,11 @@ def run(args: argparse.Namespace) -> None:
 
     print(f"\nmachine: {machine_summary()}; {args.requests} requests x {args.rounds} rounds, "
           f"{args.concurrency} connections, one uvicorn worker each")  # fmt: skip
-    print("\n| server | req/s (median) | p50 ms | p99 ms | statuses | vs x402 |")
-    print("|---|---:|---:|---:|---|---:|")
+    print("\n| server | req/s (median) | p50 ms | p99 ms | statuses | vs x402 | server CPU "
+          "per request, µs | x402's CPU / this |")  # fmt: skip
+    print("|---|---:|---:|---:|---|---:|---:|---:|")
     x402_rps = median([r.rps for r in results[X402]])
+    x402_cpu = median(cpu[X402])
     for name, runs in results.items():
         rps = median([r.rps for r in runs])
         p50 = median([r.percentile(0.50) for r in runs]) * 1000
@@ -90,8 +99,17 @@ def run(args: argparse.Namespace) -> None:
         for r in runs:
             for status, count in r.statuses.items():
                 statuses[status] = statuses.get(status, 0) + count
+        spent = median(cpu[name])
         print(f"| {name} | {rps:,.0f} | {p50:.2f} | {p99:.2f} | "
-              f"{json.dumps(statuses)} | {rps / x402_rps:.2f} |")  # fmt: skip
+              f"{json.dumps(statuses)} | {rps / x402_rps:.2f} | {spent * 1e6:,.0f} | "
+              f"{x402_cpu / spent:.2f} |")  # fmt: skip
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used so far (Linux ``/proc``)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> None:

@@ -42,9 +42,17 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
+from hiredis import pack_command
 from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, PipelineCommand, RedisCluster
-from redis.exceptions import AskError, MovedError, NoScriptError, RedisError, ResponseError
+from redis.exceptions import (
+    AskError,
+    DataError,
+    MovedError,
+    NoScriptError,
+    RedisError,
+    ResponseError,
+)
 
 #: Most calls one pipeline carries; more wait for the next one.
 MAX_BATCH = 256
@@ -188,8 +196,11 @@ class Scripts:
         Straight on the connection, not through redis-py's ``Pipeline`` or
         ``execute_command``: those add, per call, a retry wrapper (the store has none), an
         operation-duration record and the HIMPORT preflight, which cost more than the command
-        on this path (docs/PERFORMANCE.md). Each reply goes through the client's own
-        ``parse_response``, so every command's reply is what its redis-py method returns."""
+        on this path (docs/PERFORMANCE.md). The commands are packed by hiredis (the parser
+        redis-py itself uses here) straight from their words: every word is a str, an int or
+        bytes, so redis-py's per-argument encoding pass adds nothing but its cost. Each reply
+        goes through the client's own ``parse_response``, so every command's reply is what its
+        redis-py method returns."""
         redis = self._redis
         assert isinstance(redis, Redis)
         durable = any(call.durable for call in batch)
@@ -204,9 +215,10 @@ class Scripts:
         pool = redis.connection_pool
         results: list[Any] = []
         try:
+            packed = _packed(commands)
             connection = await pool.get_connection()  # type: ignore[no-untyped-call]
             try:
-                await connection.send_packed_command(connection.pack_commands(commands))
+                await connection.send_packed_command(packed)
                 for call, command in zip(batch, commands, strict=False):
                     try:
                         options = call.options if call.script is None else {}
@@ -300,6 +312,14 @@ class Scripts:
     async def _load_all(self) -> None:
         for script in self._scripts.values():
             await self._redis.script_load(script.source)
+
+
+def _packed(commands: list[tuple[Any, ...]]) -> bytes:
+    """The commands in the Redis protocol, as one buffer."""
+    try:
+        return b"".join([pack_command(command) for command in commands])
+    except TypeError as exc:  # a word that is not str, int, float or bytes: a bug of ours
+        raise DataError(f"cannot send {exc}") from exc
 
 
 def _not_replicated(acked: int, required: int) -> str:

@@ -210,13 +210,16 @@ class Transport:
         if self._slots is None:
             self._slots = asyncio.Semaphore(self._max_connections)
         slots = self._slots
-        try:
-            async with asyncio.timeout(connect_timeout):
-                await slots.acquire()
-        except TimeoutError:
-            raise TransportError(
-                "ConnectTimeout", "no free connection in time", sent=False
-            ) from None
+        if slots.locked():  # every connection busy: wait for one, as long as a connect may take
+            try:
+                async with asyncio.timeout(connect_timeout):
+                    await slots.acquire()
+            except TimeoutError:
+                raise TransportError(
+                    "ConnectTimeout", "no free connection in time", sent=False
+                ) from None
+        else:
+            await slots.acquire()  # free: returns at once, no timer needed
         try:
             connection = await self._connection(connect_timeout)
             self._busy.add(connection)
