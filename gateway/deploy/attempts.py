@@ -1,7 +1,7 @@
 """Durable deploy state in Redis: attempts and per-(wallet, name) locks.
 
 - ``DeployAttempts``: one hash per (wallet, uniqueName) that records how far a deploy got
-  (``step``), the upstream project once created and the deployment once uploaded. A deploy
+  (``step``) and the upstream project once created. A deploy
   that fails half-way leaves it behind, so the retry adopts the half-made project instead of
   failing on its own name. It expires after ``ATTEMPT_TTL_MS`` and is deleted on success.
 - ``DeployLocks``: ``SET NX PX`` with a random token, released only by its holder (Lua), so
@@ -35,9 +35,12 @@ class Step(str, Enum):
     so after a crash or an ambiguous failure the step says what may have happened."""
 
     CREATING = "creating"  # a create was sent; its project may exist
-    CREATED = "created"  # ``project_id`` exists upstream
-    UPLOADING = "uploading"  # an upload was sent; a deployment may exist
-    UPLOADED = "uploaded"  # ``deployment_id`` exists upstream
+    CREATED = "created"  # ``project_id`` exists upstream; no upload was sent since
+    UPLOADING = "uploading"  # ``project_id`` exists; an upload may have been sent
+    #: ``deployment_id`` exists upstream. Only records of earlier versions say it: a successful
+    #: upload is no longer written down (the record of the project follows at once, and a retry
+    #: after it failed finds the deployment by listing), but such a record is still honoured.
+    UPLOADED = "uploaded"
 
 
 @dataclass(frozen=True, slots=True)

@@ -308,9 +308,16 @@ class DeployFlow:
             if recalled:  # deploying on credits: a remembered answer served quotes only
                 await self._name_free_upstream(name)
             async with self._answering_upstream_failures(money):
-                project_id = await self._create_or_adopt(wallet, request, attempt, money)
+                project_id, announced = await self._create_or_adopt(wallet, request, attempt, money)
                 deployment_id = await self._upload_or_adopt(
-                    wallet, name, "deploy", project_id, request.upload, attempt, known=()
+                    wallet,
+                    name,
+                    "deploy",
+                    project_id,
+                    request.upload,
+                    attempt,
+                    known=(),
+                    announced=announced,
                 )
             await self._ownership.record_project(
                 wallet.address,
@@ -540,16 +547,14 @@ class DeployFlow:
         active projects (a redeploy) and is not counted. A protocol payment that covers the
         quote deploys with no sharing warning: the client paid the price it was asked.
 
-        Without a payment the balance and the project ids are those read with the lock
-        (``held``: a few milliseconds old, as a read here would be by the create); after one,
-        the credit's own balance, and the projects read again (the verification took a while)."""
+        The projects are those whose ids were read with the lock (``held``), and without a
+        payment the balance too; after a payment, the credit's own balance. A project of
+        another name this wallet finished deploying since the lock is not counted: as with one
+        finishing between this decision and the create, the race only moves the sharing
+        warning, since a request that credited a payment opts in to sharing anyway."""
         credited = paid.credited if isinstance(paid, GaslessPaid) else paid
-        if credited is not None:
-            balance = credited.balance_micro
-            active = await self._ownership.active_count(wallet.address)
-        else:
-            balance = held.balance_micro
-            active = await self._ownership.active_count(wallet.address, among=held.project_ids)
+        balance = held.balance_micro if credited is None else credited.balance_micro
+        active = await self._ownership.active_count(wallet.address, among=held.project_ids)
         if itself:
             active = max(0, active - 1)
         credited_micro = None if credited is None else credited.amount_micro
@@ -571,18 +576,20 @@ class DeployFlow:
 
     async def _create_or_adopt(
         self, wallet: Wallet, request: DeployRequest, attempt: Attempt | None, money: _Money
-    ) -> str:
-        """The project id: the half-made one of an earlier attempt, or a new one."""
+    ) -> tuple[str, bool]:
+        """The project id: the half-made one of an earlier attempt, or a new one; and whether
+        the attempt record already announces its upload (a project made or found just now is
+        recorded with step "uploading" in the same write, ``_adopt_project``)."""
         name = request.unique_name
         if attempt is not None and attempt.project_id:
-            return attempt.project_id
+            return attempt.project_id, False
         claim = await self._names.claim(wallet.address, name, ttl_ms=ATTEMPT_TTL_MS)
         if claim is NameOutcome.TAKEN:
             raise name_taken(**money.fields())
         if attempt is not None and attempt.step is Step.CREATING:
             found = await self._upstream.find_project_by_name(name)
             if _adoptable(found):
-                return await self._adopt_project(wallet, name, found.id)
+                return await self._adopt_project(wallet, name, found.id), True
 
         await self._attempts.record(wallet.address, name, kind="deploy", step=Step.CREATING)
         try:
@@ -604,14 +611,22 @@ class DeployFlow:
             if not _adoptable(found):
                 raise  # the step stays "creating": the retry looks again before creating
             project_id = found.id
-        return await self._adopt_project(wallet, name, project_id)
+        return await self._adopt_project(wallet, name, project_id), True
 
     async def _adopt_project(self, wallet: Wallet, name: str, project_id: str) -> str:
-        """Record the project in the attempt; if even that fails, delete it upstream so no
-        project exists that nobody knows about."""
+        """Record the project in the attempt, and its upload as under way in the same write
+        (it is sent next; should this process die before sending it, the retry lists the
+        project's deployments, finds none of its own and uploads: one read on a rare path,
+        where a separate "created" write would cost a round trip on every deploy). If even
+        that write fails, delete the project upstream so none exists that nobody knows about."""
         try:
             await self._attempts.record(
-                wallet.address, name, kind="deploy", step=Step.CREATED, project_id=project_id
+                wallet.address,
+                name,
+                kind="deploy",
+                step=Step.UPLOADING,
+                project_id=project_id,
+                known_deployments=(),
             )
         except Exception:  # storage down, most likely: nobody would ever find this project
             with contextlib.suppress(GatewayError):
@@ -636,25 +651,32 @@ class DeployFlow:
         attempt: Attempt | None,
         *,
         known: tuple[str, ...],
+        announced: bool = False,
     ) -> str:
-        """The deployment id: the one an earlier attempt made, or a new upload's."""
+        """The deployment id: the one an earlier attempt made, or a new upload's.
+
+        Nothing is written after a successful upload: the record project (or deployment)
+        comes next, and should it fail, the attempt's "uploading" makes the retry list the
+        project's deployments and adopt the one not in ``known``. ``announced``: the record
+        already says "uploading" for this project (``_adopt_project``)."""
         if attempt is not None and attempt.project_id == project_id:
-            if attempt.deployment_id:
+            if attempt.deployment_id:  # a record written before uploads stopped being noted
                 return attempt.deployment_id
             if attempt.step is Step.UPLOADING:
                 known = attempt.known_deployments
                 adopted = await self._new_deployment(project_id, known)
                 if adopted is not None:
-                    return await self._uploaded(wallet, name, kind, project_id, adopted)
+                    return adopted
 
-        await self._attempts.record(
-            wallet.address,
-            name,
-            kind=kind,
-            step=Step.UPLOADING,
-            project_id=project_id,
-            known_deployments=known,
-        )
+        if not announced:
+            await self._attempts.record(
+                wallet.address,
+                name,
+                kind=kind,
+                step=Step.UPLOADING,
+                project_id=project_id,
+                known_deployments=known,
+            )
         try:
             deployment_id = await self._send_upload(project_id, upload)
         except UpstreamError as exc:
@@ -665,19 +687,6 @@ class DeployFlow:
                 await self._after_failed_upload(wallet, name, kind, project_id, exc)
                 raise
             deployment_id = adopted
-        return await self._uploaded(wallet, name, kind, project_id, deployment_id)
-
-    async def _uploaded(
-        self, wallet: Wallet, name: str, kind: str, project_id: str, deployment_id: str
-    ) -> str:
-        await self._attempts.record(
-            wallet.address,
-            name,
-            kind=kind,
-            step=Step.UPLOADED,
-            project_id=project_id,
-            deployment_id=deployment_id,
-        )
         return deployment_id
 
     async def _after_failed_upload(

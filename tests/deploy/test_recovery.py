@@ -4,6 +4,9 @@ exactly one project (with one deployment) exists upstream afterwards."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+
+import httpx
 import pytest
 from eth_account.signers.local import LocalAccount
 
@@ -12,7 +15,15 @@ from devstack.clock import ManualClock
 from devstack.simulator.server import CreateOSSimulator
 from gateway.deploy.attempts import Step
 from gateway.errors import Unavailable
-from tests.deploy_support import CREATE, ONE_USD, UPLOAD_FILES, deploy, deploy_body
+from tests.deploy_support import (
+    CREATE,
+    ONE_USD,
+    UPLOAD_FILES,
+    deploy,
+    deploy_body,
+    files_upload,
+    signed,
+)
 from tests.payment_support import pay
 from tests.support import Gateway
 
@@ -179,7 +190,7 @@ async def test_project_that_cannot_be_recorded_is_deleted_again(
     real_record = attempts.record
 
     async def failing_record(*args: object, **kwargs: object) -> None:
-        if kwargs.get("step") is Step.CREATED:
+        if kwargs.get("project_id"):  # the write that names the new project
             raise Unavailable("Storage unavailable", internal="simulated outage")  # as Store raises
         await real_record(*args, **kwargs)  # type: ignore[arg-type]
 
@@ -193,3 +204,93 @@ async def test_project_that_cannot_be_recorded_is_deleted_again(
     assert project.status == "deleting"
     sim_clock.advance(5)
     assert live_projects(sim) == []
+
+
+async def test_a_project_record_lost_after_the_upload_is_finished_by_the_retry(
+    gw: Gateway, sim: CreateOSSimulator, agent: LocalAccount
+) -> None:
+    """A successful upload is not written down: the record of the project comes next, and when
+    storage fails there, the attempt's "uploading" makes the retry find the deployment by
+    listing, so nothing is uploaded twice."""
+    await gw.credit(agent.address, ONE_USD)
+    ownership = gw.services.deploys._ownership
+    real_record = ownership.record_project
+
+    async def failing_record(*args: object, **kwargs: object) -> object:
+        raise Unavailable("Storage unavailable", internal="simulated outage")
+
+    ownership.record_project = failing_record  # type: ignore[assignment,method-assign]
+    try:
+        response = await deploy(gw, agent, deploy_body("record-lost"))
+    finally:
+        ownership.record_project = real_record  # type: ignore[method-assign]
+    assert response.status_code == 503
+    attempt = await gw.services.deploys._attempts.load(agent.address, "record-lost")
+    assert attempt is not None and attempt.step is Step.UPLOADING and attempt.project_id
+    await retry_succeeds(gw, sim, agent, "record-lost")
+    assert sum(1 for r in sim.requests if r.method == "PUT") == 1
+    assert [r.method for r in sim.requests if r.path.endswith("/deployments")] == ["GET"]
+
+
+async def test_a_deploy_cut_before_its_upload_was_sent_uploads_on_the_retry(
+    gw: Gateway, sim: CreateOSSimulator, agent: LocalAccount
+) -> None:
+    """The project is recorded with its upload announced in one write; a process that dies
+    before sending the upload leaves "uploading", and the retry lists, finds no deployment of
+    its own and uploads once. (The crash is stood in for by an error the flow does not
+    handle, raised where the upload would be sent.)"""
+    await gw.credit(agent.address, ONE_USD)
+    upstream = gw.services.deploys._upstream
+    real_upload = upstream.upload_files_base64
+
+    async def dying_upload(*args: object, **kwargs: object) -> str:
+        raise RuntimeError("the process died before sending the upload")
+
+    upstream.upload_files_base64 = dying_upload  # type: ignore[method-assign]
+    try:
+        response = await deploy(gw, agent, deploy_body("cut-before-upload"))
+    finally:
+        upstream.upload_files_base64 = real_upload  # type: ignore[method-assign]
+    assert response.status_code == 500
+    attempt = await gw.services.deploys._attempts.load(agent.address, "cut-before-upload")
+    assert attempt is not None and attempt.step is Step.UPLOADING
+    [project] = sim.projects()
+    assert attempt.project_id == project.id and not project.deployments
+    assert await retry_succeeds(gw, sim, agent, "cut-before-upload") == project.id
+    assert sum(1 for r in sim.requests if r.method == "PUT") == 1
+
+
+async def test_a_redeploy_whose_deployment_was_not_recorded_is_finished_by_the_retry(
+    gw: Gateway, sim: CreateOSSimulator, agent: LocalAccount
+) -> None:
+    """The same for new code into an owned project: the retry adopts the deployment that is
+    not among the project's deployments from before, and uploads nothing more."""
+    await gw.credit(agent.address, 2 * ONE_USD)
+    first = (await deploy(gw, agent, deploy_body("redeploy-lost"))).json()
+    project_id = first["projectId"]
+    ownership = gw.services.deploys._ownership
+    real_add = ownership.add_deployment
+
+    async def failing_add(*args: object, **kwargs: object) -> None:
+        raise Unavailable("Storage unavailable", internal="simulated outage")
+
+    def redeploy() -> Awaitable[httpx.Response]:
+        return gw.client.post(
+            f"/agent/projects/{project_id}/deploy",
+            json={"upload": files_upload({"index.js": b"v2"})},
+            headers=signed(agent),
+        )
+
+    ownership.add_deployment = failing_add  # type: ignore[method-assign]
+    try:
+        assert (await redeploy()).status_code == 503
+    finally:
+        ownership.add_deployment = real_add  # type: ignore[method-assign]
+    retried = await redeploy()
+    assert retried.status_code == 200, retried.text
+    [project] = sim.projects()
+    assert [d.id for d in project.deployments][-1] == retried.json()["deploymentId"]
+    assert len(project.deployments) == 2  # the first deploy's and the one redeploy's
+    record = await gw.services.ownership.get(project_id)
+    assert record is not None
+    assert record.deployments == (first["deploymentId"], retried.json()["deploymentId"])
