@@ -206,24 +206,21 @@ async def test_project_that_cannot_be_recorded_is_deleted_again(
     assert live_projects(sim) == []
 
 
+async def storage_outage(*args: object, **kwargs: object) -> None:
+    """Stands in for a storage write that fails (as ``Store`` raises it)."""
+    raise Unavailable("Storage unavailable", internal="simulated outage")
+
+
 async def test_a_project_record_lost_after_the_upload_is_finished_by_the_retry(
-    gw: Gateway, sim: CreateOSSimulator, agent: LocalAccount
+    gw: Gateway, sim: CreateOSSimulator, agent: LocalAccount, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A successful upload is not written down: the record of the project comes next, and when
     storage fails there, the attempt's "uploading" makes the retry find the deployment by
     listing, so nothing is uploaded twice."""
     await gw.credit(agent.address, ONE_USD)
-    ownership = gw.services.deploys._ownership
-    real_record = ownership.record_project
-
-    async def failing_record(*args: object, **kwargs: object) -> object:
-        raise Unavailable("Storage unavailable", internal="simulated outage")
-
-    ownership.record_project = failing_record  # type: ignore[assignment,method-assign]
-    try:
+    with monkeypatch.context() as patched:
+        patched.setattr(gw.services.deploys._ownership, "record_project", storage_outage)
         response = await deploy(gw, agent, deploy_body("record-lost"))
-    finally:
-        ownership.record_project = real_record  # type: ignore[method-assign]
     assert response.status_code == 503
     attempt = await gw.services.deploys._attempts.load(agent.address, "record-lost")
     assert attempt is not None and attempt.step is Step.UPLOADING and attempt.project_id
@@ -233,24 +230,20 @@ async def test_a_project_record_lost_after_the_upload_is_finished_by_the_retry(
 
 
 async def test_a_deploy_cut_before_its_upload_was_sent_uploads_on_the_retry(
-    gw: Gateway, sim: CreateOSSimulator, agent: LocalAccount
+    gw: Gateway, sim: CreateOSSimulator, agent: LocalAccount, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The project is recorded with its upload announced in one write; a process that dies
     before sending the upload leaves "uploading", and the retry lists, finds no deployment of
     its own and uploads once. (The crash is stood in for by an error the flow does not
     handle, raised where the upload would be sent.)"""
     await gw.credit(agent.address, ONE_USD)
-    upstream = gw.services.deploys._upstream
-    real_upload = upstream.upload_files_base64
 
     async def dying_upload(*args: object, **kwargs: object) -> str:
         raise RuntimeError("the process died before sending the upload")
 
-    upstream.upload_files_base64 = dying_upload  # type: ignore[method-assign]
-    try:
+    with monkeypatch.context() as patched:
+        patched.setattr(gw.services.deploys._upstream, "upload_files_base64", dying_upload)
         response = await deploy(gw, agent, deploy_body("cut-before-upload"))
-    finally:
-        upstream.upload_files_base64 = real_upload  # type: ignore[method-assign]
     assert response.status_code == 500
     attempt = await gw.services.deploys._attempts.load(agent.address, "cut-before-upload")
     assert attempt is not None and attempt.step is Step.UPLOADING
@@ -261,18 +254,13 @@ async def test_a_deploy_cut_before_its_upload_was_sent_uploads_on_the_retry(
 
 
 async def test_a_redeploy_whose_deployment_was_not_recorded_is_finished_by_the_retry(
-    gw: Gateway, sim: CreateOSSimulator, agent: LocalAccount
+    gw: Gateway, sim: CreateOSSimulator, agent: LocalAccount, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The same for new code into an owned project: the retry adopts the deployment that is
     not among the project's deployments from before, and uploads nothing more."""
     await gw.credit(agent.address, 2 * ONE_USD)
     first = (await deploy(gw, agent, deploy_body("redeploy-lost"))).json()
     project_id = first["projectId"]
-    ownership = gw.services.deploys._ownership
-    real_add = ownership.add_deployment
-
-    async def failing_add(*args: object, **kwargs: object) -> None:
-        raise Unavailable("Storage unavailable", internal="simulated outage")
 
     def redeploy() -> Awaitable[httpx.Response]:
         return gw.client.post(
@@ -281,11 +269,9 @@ async def test_a_redeploy_whose_deployment_was_not_recorded_is_finished_by_the_r
             headers=signed(agent),
         )
 
-    ownership.add_deployment = failing_add  # type: ignore[method-assign]
-    try:
+    with monkeypatch.context() as patched:
+        patched.setattr(gw.services.deploys._ownership, "add_deployment", storage_outage)
         assert (await redeploy()).status_code == 503
-    finally:
-        ownership.add_deployment = real_add  # type: ignore[method-assign]
     retried = await redeploy()
     assert retried.status_code == 200, retried.text
     [project] = sim.projects()
