@@ -12,8 +12,11 @@ of N of each. The Store's single reads and writes (GET, SET, HGETALL, SMEMBERS, 
 name owner of another and the balance of a third share one round trip under load (on a cluster
 they go straight to their node). On a small VM a socket syscall costs more than the script
 itself, and this is what keeps the authenticated path close to the bare one
-(docs/PERFORMANCE.md). Each script stays atomic on its own and the calls run in the order they
-were made; nothing else changes for a caller: it gets its own result or its own exception. A
+(docs/PERFORMANCE.md). Each script stays atomic on its own and the calls of one turn run in the
+order they were made (more than ``MAX_BATCH`` of them go as consecutive pipelines, each sent
+once the one before it is answered); nothing else changes for a caller: it gets its own result
+or its own exception. Calls of different turns are ordered only by their callers: one that
+needs its call to run after another awaits the other first. A
 script unknown to the server (Redis was restarted without persistence of the script cache, or a
 replica was promoted: SCRIPT LOAD is not replicated) is loaded again and the calls it refused
 are sent again (NOSCRIPT means they did not run).
@@ -169,11 +172,17 @@ class Scripts:
 
     def _flush(self) -> None:
         self._flush_scheduled = False
-        while self._pending:
-            batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
-            task = asyncio.ensure_future(self._send(batch))
-            self._in_flight.add(task)
-            task.add_done_callback(self._in_flight.discard)
+        pending, self._pending = self._pending, []
+        task = asyncio.ensure_future(self._send_in_order(pending))
+        self._in_flight.add(task)
+        task.add_done_callback(self._in_flight.discard)
+
+    async def _send_in_order(self, calls: list[_Call]) -> None:
+        """A turn's calls, ``MAX_BATCH`` per pipeline, each pipeline sent once the one before
+        it is answered: sent side by side on two connections, a later pipeline could run
+        first, and calls made in one turn would not run in the order they were made."""
+        for start in range(0, len(calls), MAX_BATCH):
+            await self._send(calls[start : start + MAX_BATCH])
 
     async def _send(self, batch: list[_Call]) -> None:
         if self._cluster is None:

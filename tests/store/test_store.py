@@ -17,6 +17,7 @@ from gateway.errors import Unavailable
 from gateway.projects.records import Ownership
 from gateway.store import Store, connect_store
 from gateway.store.embedded import EmbeddedRedis
+from gateway.store.scripts import MAX_BATCH
 from tests.support import raw_redis
 
 NOW_MS = 1_700_000_000_000
@@ -56,6 +57,24 @@ async def test_concurrent_calls_share_one_connection_and_keep_their_order(own_re
         assert await connected_clients(own_redis) == 1
         allowed = [int(r[0]) for r in results]
         assert allowed == [1] * LIMIT + [0] * (50 - LIMIT)  # in call order
+    finally:
+        await store.close()
+
+
+async def test_more_calls_than_one_pipeline_carries_still_run_in_call_order(
+    own_redis: str,
+) -> None:
+    """A turn's calls beyond ``MAX_BATCH`` go in further pipelines; sent side by side on
+    several connections, a later pipeline ran first (the first allowed hits were not the first
+    calls). Each goes once the one before it is answered."""
+    store = await connect_store(own_redis, "t:")
+    try:
+        calls, limit = 4 * MAX_BATCH, 2 * MAX_BATCH + 7
+        key = store.keys.rate("127.0.0.1", "many")
+        results = await asyncio.gather(
+            *(store.run("rate_limit", [key], [NOW_MS, 60_000, limit]) for _ in range(calls))
+        )
+        assert [int(r[0]) for r in results] == [1] * limit + [0] * (calls - limit)
     finally:
         await store.close()
 
