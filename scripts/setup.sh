@@ -15,9 +15,11 @@ if [ ! -x .venv/bin/python ]; then
   echo "==> creating .venv"
   "$PYTHON" -m venv .venv
 fi
-echo "==> installing Python packages (pip install -e '.[server,dev]')"
+echo "==> installing Python packages (pip install -c constraints.txt -e '.[server,dev]')"
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e '.[server,dev]'
+# constraints.txt pins every package to the versions the tests last passed with, so a fresh
+# machine installs what CI checked, not whatever was released since.
+.venv/bin/python -m pip install --quiet -c constraints.txt -e '.[server,dev]'
 
 if command -v npm >/dev/null 2>&1; then
   echo "==> installing anvil and solc (npm ci)"
