@@ -40,6 +40,11 @@ class AgentInstall:
         return self.venv / "bin" / "python"
 
 
+#: The versions CI installs everywhere (``constraints.txt``): the wheel's dependencies resolve to
+#: what the suite was last passed with, not to whatever was released since.
+PINNED = ("-c", str(PROJECT_ROOT / "constraints.txt"))
+
+
 @pytest.fixture(scope="module")
 def agent_install(tmp_path_factory: pytest.TempPathFactory) -> AgentInstall:
     """A fresh virtualenv with only the built wheel (and its own dependencies) installed."""
@@ -54,7 +59,7 @@ def agent_install(tmp_path_factory: pytest.TempPathFactory) -> AgentInstall:
     venv.create(root / "venv", with_pip=True)
     install = AgentInstall(wheel, root / "venv")
     installed = run(
-        [str(install.python), "-m", "pip", "install", "--quiet", str(wheel)], timeout=600
+        [str(install.python), "-m", "pip", "install", "--quiet", *PINNED, str(wheel)], timeout=600
     )
     assert installed.returncode == 0, installed.stderr
     return install
@@ -73,7 +78,7 @@ def agent_mcp_python(agent_install: AgentInstall) -> Path:
     shutil.copytree(agent_install.venv, copy, symlinks=True)
     python = copy / "bin" / "python"
     installed = run(
-        [str(python), "-m", "pip", "install", "--quiet", f"{agent_install.wheel}[mcp]"],
+        [str(python), "-m", "pip", "install", "--quiet", *PINNED, f"{agent_install.wheel}[mcp]"],
         timeout=600,
     )
     assert installed.returncode == 0, installed.stderr
