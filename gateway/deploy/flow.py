@@ -655,9 +655,9 @@ class DeployFlow:
     ) -> str:
         """The deployment id: the one an earlier attempt made, or a new upload's.
 
-        Nothing is written after a successful upload: the record project (or deployment)
-        comes next, and should it fail, the attempt's "uploading" makes the retry list the
-        project's deployments and adopt the one not in ``known``. ``announced``: the record
+        Nothing is written after a successful upload: recording the project (or the new
+        deployment) comes next, and should that fail, the attempt's "uploading" makes the retry
+        list the project's deployments and adopt the one not in ``known``. ``announced``: the record
         already says "uploading" for this project (``_adopt_project``)."""
         if attempt is not None and attempt.project_id == project_id:
             if attempt.deployment_id:  # a record written before uploads stopped being noted

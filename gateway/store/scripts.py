@@ -205,8 +205,8 @@ class Scripts:
         Straight on the connection, not through redis-py's ``Pipeline`` or
         ``execute_command``: those add, per call, a retry wrapper (the store has none), an
         operation-duration record and the HIMPORT preflight, which cost more than the command
-        on this path (docs/PERFORMANCE.md). The commands are packed by hiredis (the parser
-        redis-py itself uses here) straight from their words: every word is a str, an int or
+        on this path (docs/PERFORMANCE.md). The commands are packed by hiredis (the packer
+        redis-py itself calls here) straight from their words: every word is a str, an int or
         bytes, so redis-py's per-argument encoding pass adds nothing but its cost. Each reply
         goes through the client's own ``parse_response``, so every command's reply is what its
         redis-py method returns."""
